@@ -1,0 +1,93 @@
+"""The Backend protocol and a lazy registry: the harness reaches a backend only by name.
+
+A backend module exposes ``BACKEND``, an object with the members of :class:`Backend`. The registry maps a
+name to a module path and imports it on first use, so ``golfbench[jax]`` works without torch and the reverse.
+
+Batches are ``np.ndarray[int32, (B, T+1)]``: inputs are ``batch[:, :-1]``, targets ``batch[:, 1:]``.
+
+A scorer is a callable ``score(tokens: int32 (B, T+1)) -> float32 (B, T)``: entry ``[b, t]`` is the NLL in nats
+of ``tokens[b, t+1]`` given ``tokens[b, :t+1]``. It also offers ``logprobs(tokens, positions)`` where
+``positions`` is an int array (n, 2) of ``(row, t)`` pairs; it returns float32 (n, V): the full log-distribution
+of the token after position t in that row, so the evaluator can probe any scorer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from harness.errors import GolfError
+
+REGISTRY: dict[str, str] = {
+    "torch": "backends.torch.backend",
+    "jax": "backends.jax.backend",
+}
+
+INSTALL_HINT = {
+    "torch": "pip install 'golfbench[torch]' (CPU: pip install torch==2.13.0)",
+    "jax": "pip install 'golfbench[jax]'",
+}
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    def __call__(self, tokens: np.ndarray) -> np.ndarray: ...
+
+    def logprobs(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def models(self) -> list[str]:
+        """Spec names this backend implements."""
+
+    def devices(self) -> dict[str, Any]:
+        """What it will use: {"kind": "cpu"|"cuda"|"gpu", "count": int, "names": [...]}."""
+
+    def init(self, spec_name: str, config: dict, seed: int, distributed: bool = False) -> Any:
+        """Build model + optimizer deterministically from ``seed``; return an opaque state."""
+
+    def warmup(self, state: Any, batch: np.ndarray) -> Any:
+        """Compile/prime on a synthetic batch, then reset model and optimizer to their initial values."""
+
+    def train_step(self, state: Any, batch: np.ndarray, lr_scale: float) -> tuple[Any, dict]:
+        """One optimizer step on ``batch`` (B, T+1). Returns (state, {"loss": float, ...})."""
+
+    def export(self, state: Any) -> dict[str, np.ndarray]:
+        """fp32 numpy arrays under the canonical names and shapes of harness/models.py."""
+
+    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray]) -> Scorer: ...
+
+    def save_checkpoint(self, state: Any, path: Path) -> None: ...
+
+    def load_checkpoint(self, path: Path, spec_name: str, config: dict) -> Any: ...
+
+    def code_files(self, spec_name: str) -> list[Path]:
+        """Source files that define the model in this backend; their raw bytes count toward the cap."""
+
+    def compiler_flops(self, state: Any, batch: np.ndarray) -> float | None:
+        """The framework's own FLOP count for one training step, or None where it offers none."""
+
+
+def backend_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    if name not in REGISTRY:
+        raise GolfError(f"unknown backend '{name}': choose one of {', '.join(backend_names())}")
+    try:
+        module = importlib.import_module(REGISTRY[name])
+    except ModuleNotFoundError as exc:
+        raise GolfError(
+            f"backend '{name}' needs the missing package '{exc.name}': {INSTALL_HINT.get(name, 'install it')}"
+        ) from None
+    return module.BACKEND
+
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]

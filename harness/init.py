@@ -1,0 +1,87 @@
+"""Canonical initial weights, drawn in numpy from the seed.
+
+Every backend starts from these arrays (loaded under the canonical names), so the same seed gives the same
+initial model in torch and in JAX: a cross-framework comparison then differs only by the framework.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness.models import ModelSpec
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    # One stream per tensor, keyed by name, so adding a tensor never shifts the others.
+    key = int.from_bytes(name.encode("utf-8"), "little") % (2**63)
+    return np.random.default_rng([seed, key & 0xFFFFFFFF, key >> 32])
+
+
+def _trunc_normal(rng: np.random.Generator, shape, std: float, bound: float) -> np.ndarray:
+    out = rng.normal(0.0, std, size=shape)
+    bad = np.abs(out) > bound
+    while bad.any():
+        out[bad] = rng.normal(0.0, std, size=int(bad.sum()))
+        bad = np.abs(out) > bound
+    return out
+
+
+def _kaiming_uniform(rng: np.random.Generator, shape) -> np.ndarray:
+    # torch nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    bound = 1.0 / math.sqrt(shape[1])
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def llama_init(config: dict, shapes: dict, seed: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name, shape in shapes.items():
+        rng = _rng(seed, name)
+        if name == "tok_emb.weight":
+            w = rng.normal(0.0, config["tied_embed_init_std"], size=shape)
+        elif name.endswith(("attn.proj.weight", "mlp.proj.weight")):
+            w = np.zeros(shape)
+        elif name.endswith(".weight"):
+            w = _kaiming_uniform(rng, shape)
+        elif name.endswith("q_gain"):
+            w = np.full(shape, config["qk_gain_init"])
+        elif name.endswith("resid_mix"):
+            w = np.stack([np.ones(shape[1]), np.zeros(shape[1])])
+        else:  # attn_scale, mlp_scale, skip_weights
+            w = np.ones(shape)
+        out[name] = w.astype(np.float32)
+    return out
+
+
+def megalodon_init(config: dict, shapes: dict, seed: int) -> dict[str, np.ndarray]:
+    D = config["model_dim"]
+    out = {}
+    for name, shape in shapes.items():
+        rng = _rng(seed, name)
+        leaf = name.split(".", 2)[-1] if name.startswith("layers.") else name
+        if leaf in ("embed.weight", "lm_head.weight"):
+            w = _trunc_normal(rng, shape, D**-0.5, 3 * D**-0.5)
+        elif leaf in ("cema.alpha", "cema.delta"):
+            w = rng.normal(0.0, 0.2, size=shape)
+        elif leaf == "cema.theta":
+            f = np.exp(-np.arange(1, D + 1) * math.log(D) / D)
+            w = np.log(f / (1 - f))[rng.permutation(D)]
+        elif leaf == "cema.gamma":
+            w = np.zeros(shape)
+            w[..., 0] = rng.normal(0.0, 1.0, size=shape[:-1])
+        elif leaf == "cema.omega":
+            w = _trunc_normal(rng, shape, 0.25, 1.0)
+        elif leaf.endswith(".weight") and len(shape) == 2:
+            w = rng.normal(0.0, 1.0 / math.sqrt(3 * shape[1]), size=shape)
+        else:  # biases, norm offsets, qk affine
+            w = np.zeros(shape)
+        out[name] = w.astype(np.float32)
+    return out
+
+
+INITS = {"llama": llama_init, "megalodon": megalodon_init}
+
+
+def init_weights(spec: ModelSpec, config: dict, seed: int) -> dict[str, np.ndarray]:
+    return INITS[spec.name](config, spec.shapes(config), seed)
