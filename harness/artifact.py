@@ -1,0 +1,253 @@
+"""The artifact: quantize -> safetensors container -> zstd-22, and its size rule.
+
+Cap: 16,000,000 bytes (decimal) = code bytes (raw UTF-8 source of the backend's model files) + the
+compressed model bytes. Loading never executes anything: the container is parsed by hand, every declared
+size is checked against the bytes actually present before anything is allocated, and decompression stops
+at a fixed bound, so a hostile file can only be refused.
+
+Codec `int8` is parameter-golf's `int8_clean_per_row_v1`: 2-D float tensors with more than 65,536 elements
+become per-row int8 (clip at the 99.99984th percentile of |w| per row, scale = max(clip/127, 1/127) in fp16);
+smaller tensors are kept as fp16, or fp32 for the spec's declared control tensors; other large float tensors
+get per-tensor int8 with an fp32 scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness.errors import GolfError
+
+CAP_BYTES = 16_000_000
+KEEP_FLOAT_MAX_NUMEL = 65_536
+CLIP_Q = 0.9999984
+ZSTD_LEVEL = 22
+FORMAT = "golfbench-artifact-v1"
+# A 16 MB artifact of int8 weights cannot legitimately inflate past this; anything more is a bomb.
+MAX_DECOMPRESSED = 256 * 1024 * 1024
+MAX_HEADER = 16 * 1024 * 1024
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8}
+_SCALE = ".__scale"
+
+
+@dataclass
+class TensorEntry:
+    name: str
+    shape: tuple[int, ...]
+    codec: str  # int8_row | int8_tensor | fp16 | fp32
+    stored_bytes: int
+
+
+def _quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    clip = np.quantile(np.abs(w), CLIP_Q, axis=1).astype(np.float32)
+    clipped = np.clip(w, -clip[:, None], clip[:, None])
+    scale = np.maximum(clip / 127.0, 1.0 / 127.0).astype(np.float32)
+    q = np.clip(np.round(clipped / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float16)
+
+
+def _quantize_tensor(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    clip = float(np.quantile(np.abs(w).ravel(), CLIP_Q)) if w.size else 0.0
+    scale = np.float32(clip / 127.0 if clip > 0 else 1.0)
+    q = np.clip(np.round(np.clip(w, -clip, clip) / scale), -127, 127).astype(np.int8)
+    return q, np.array(scale, dtype=np.float32)
+
+
+def quantize(weights: dict[str, np.ndarray], is_control: Callable[[str], bool]) -> tuple[dict, dict]:
+    """Return (stored tensors, per-tensor codec table) for codec `int8`."""
+    stored: dict[str, np.ndarray] = {}
+    table: dict[str, dict] = {}
+    for name in sorted(weights):
+        w = np.asarray(weights[name], dtype=np.float32)
+        if name.endswith(_SCALE):
+            raise GolfError(f"tensor name '{name}' uses the reserved suffix '{_SCALE}'")
+        if w.size <= KEEP_FLOAT_MAX_NUMEL:
+            codec = "fp32" if is_control(name) else "fp16"
+            stored[name] = w.astype(np.float32 if codec == "fp32" else np.float16)
+        elif w.ndim == 2:
+            codec = "int8_row"
+            stored[name], stored[name + _SCALE] = _quantize_rows(w)
+        else:
+            codec = "int8_tensor"
+            stored[name], stored[name + _SCALE] = _quantize_tensor(w)
+        table[name] = {"codec": codec, "shape": list(w.shape)}
+    return stored, table
+
+
+def dequantize(stored: dict[str, np.ndarray], table: dict[str, dict]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, info in table.items():
+        if name not in stored:
+            raise GolfError(f"artifact is corrupt: tensor '{name}' is declared but missing")
+        q = stored[name]
+        codec = info["codec"]
+        if codec in ("fp16", "fp32"):
+            w = q.astype(np.float32)
+        elif codec == "int8_row":
+            w = q.astype(np.float32) * stored[name + _SCALE].astype(np.float32)[:, None]
+        elif codec == "int8_tensor":
+            w = q.astype(np.float32) * np.float32(stored[name + _SCALE])
+        else:
+            raise GolfError(f"artifact is corrupt: unknown codec '{codec}' for tensor '{name}'")
+        if list(w.shape) != list(info["shape"]):
+            raise GolfError(f"artifact is corrupt: tensor '{name}' has shape {w.shape}, declared {info['shape']}")
+        out[name] = w
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# container
+
+
+def _safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+
+
+def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse by hand so every size is checked before a single tensor byte is touched."""
+    if len(blob) < 8:
+        raise GolfError("artifact is corrupt: the container is shorter than its 8-byte header length")
+    n = int.from_bytes(blob[:8], "little")
+    if n > MAX_HEADER or 8 + n > len(blob):
+        raise GolfError(f"artifact is corrupt: container header claims {n} bytes, file has {len(blob) - 8}")
+    try:
+        header = json.loads(blob[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise GolfError("artifact is corrupt: container header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise GolfError("artifact is corrupt: container header is not a JSON object")
+    meta = header.pop("__metadata__", {}) or {}
+    data = memoryview(blob)[8 + n :]
+    tensors = {}
+    for name, info in header.items():
+        try:
+            dtype = _DTYPES[info["dtype"]]
+            shape = tuple(int(s) for s in info["shape"])
+            start, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise GolfError(f"artifact is corrupt or uses an unsupported dtype for tensor '{name}'") from None
+        if any(s < 0 for s in shape):
+            raise GolfError(f"artifact is corrupt: tensor '{name}' has a negative dimension")
+        need = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize if shape else np.dtype(dtype).itemsize
+        if not (0 <= start <= end <= len(data)) or end - start != need:
+            raise GolfError(
+                f"artifact is corrupt: tensor '{name}' declares {need} bytes at [{start}, {end}) but the container"
+                f" holds {len(data)} data bytes; refusing to allocate"
+            )
+        tensors[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(shape)
+    return tensors, {str(k): str(v) for k, v in meta.items()}
+
+
+def _decompress(blob: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
+    import zstandard
+
+    if blob[:1] == b"\x80" or blob[:2] == b"PK":
+        raise GolfError(
+            "artifact is a pickle / torch.save file: golfbench loads only zstd-compressed safetensors and never"
+            " unpickles (that would execute code); re-export it with `golf artifact` tools"
+        )
+    if blob[:4] != ZSTD_MAGIC:
+        raise GolfError("artifact is not a golfbench artifact (no zstd frame magic); is this the right file?")
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob))
+    out = io.BytesIO()
+    try:
+        while True:
+            chunk = reader.read(1 << 20)
+            if not chunk:
+                break
+            out.write(chunk)
+            if out.tell() > limit:
+                raise GolfError(
+                    f"artifact decompresses past {limit} bytes (a decompression bomb?); refused"
+                )
+    except zstandard.ZstdError as exc:
+        raise GolfError(f"artifact is truncated or corrupt (zstd: {exc}); re-create or re-download it") from None
+    if out.tell() == 0:
+        raise GolfError("artifact is truncated or corrupt (zstd frame decoded to nothing)")
+    return out.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def pack(
+    weights: dict[str, np.ndarray],
+    is_control: Callable[[str], bool],
+    meta: dict,
+    codec: str = "int8",
+) -> bytes:
+    """Weights -> compressed artifact bytes. `meta` (model, preset, config, backend) travels inside."""
+    import zstandard
+
+    if codec not in CODECS:
+        raise GolfError(f"unknown codec '{codec}': choose one of {', '.join(CODECS)}")
+    stored, table = CODECS[codec][0](weights, is_control)
+    metadata = {
+        "format": FORMAT,
+        "codec": codec,
+        "tensors": json.dumps(table, sort_keys=True),
+        "meta": json.dumps(meta, sort_keys=True),
+    }
+    raw = _safetensors_bytes(stored, metadata)
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+
+
+def unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
+    """Compressed artifact bytes -> (dequantized fp32 weights, meta). Executes nothing."""
+    tensors, metadata = _parse_safetensors(_decompress(blob))
+    if metadata.get("format") != FORMAT:
+        raise GolfError(f"artifact format '{metadata.get('format')}' is not {FORMAT}; it was not made by golfbench")
+    codec = metadata.get("codec", "")
+    if codec not in CODECS:
+        raise GolfError(f"artifact uses unknown codec '{codec}'")
+    try:
+        table = json.loads(metadata["tensors"])
+        meta = json.loads(metadata.get("meta", "{}"))
+    except (KeyError, json.JSONDecodeError):
+        raise GolfError("artifact is corrupt: its tensor table is missing or not JSON") from None
+    weights = CODECS[codec][1](tensors, table)
+    return weights, meta
+
+
+def entries(blob: bytes) -> list[TensorEntry]:
+    """Per-tensor table for `golf artifact inspect` (stored bytes before compression)."""
+    tensors, metadata = _parse_safetensors(_decompress(blob))
+    table = json.loads(metadata["tensors"])
+    out = []
+    for name, info in sorted(table.items()):
+        nbytes = tensors[name].nbytes + (tensors[name + _SCALE].nbytes if name + _SCALE in tensors else 0)
+        out.append(TensorEntry(name, tuple(info["shape"]), info["codec"], nbytes))
+    return out
+
+
+def code_bytes(files: list[Path]) -> int:
+    return sum(len(Path(f).read_bytes()) for f in files)
+
+
+def code_digest(files: list[Path]) -> dict[str, str]:
+    return {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
+
+
+def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES) -> dict:
+    total = model_bytes + code
+    return {"model_bytes": model_bytes, "code_bytes": code, "total_bytes": total, "cap_bytes": cap, "under_cap": total <= cap}
+
+
+def read_artifact(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise GolfError(f"cannot read artifact {path}: {exc.strerror}") from None
+
+
+CODECS: dict[str, tuple[Callable, Callable]] = {"int8": (quantize, dequantize)}

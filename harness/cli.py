@@ -1,0 +1,344 @@
+"""`golf`: the command line. Thin: it parses, delegates and turns every GolfError into one line + exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import GolfError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="golfbench: parameter golf on any framework. Start with `golf data build shakespeare`.")  # fmt: skip
+data_app = typer.Typer(no_args_is_help=True, help="Build, fetch and verify datasets.")
+artifact_app = typer.Typer(no_args_is_help=True, help="Look inside artifacts.")
+app.add_typer(data_app, name="data")
+app.add_typer(artifact_app, name="artifact")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def handled(fn):
+    """One line on stderr and a non-zero exit for every failure; a traceback only with GOLF_DEBUG=1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GolfError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("GOLF_DEBUG"):
+                raise
+            err.print(f"[bold red]internal error:[/] {exc.__class__.__name__}: {exc} (rerun with GOLF_DEBUG=1 for a traceback)",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _print_json(obj) -> None:
+    from harness.records import dumps
+
+    sys.stdout.write(dumps(obj) + "\n")
+
+
+def _parse_sets(sets: list[str] | None) -> dict:
+    overrides = {}
+    for item in sets or []:
+        if "=" not in item:
+            raise GolfError(f"--set '{item}' must look like key=value, e.g. --set num_layers=6")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return overrides
+
+
+def _parse_target(text: str) -> tuple[str, str | None, str]:
+    """`model[/preset]@backend`, e.g. megalodon@jax or llama/tiny@torch."""
+    if "@" not in text:
+        raise GolfError(f"'{text}' must look like model[/preset]@backend, e.g. megalodon@jax or llama/tiny@torch")
+    left, backend = text.rsplit("@", 1)
+    model, _, preset = left.partition("/")
+    return model, (preset or None), backend
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+
+@data_app.command("build")
+@handled
+def data_build(
+    name: str = typer.Argument(..., help="dataset to build: shakespeare"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/shakespeare_sp1024)"),
+):
+    """Build an embedded dataset. Example: golf data build shakespeare --out data/shakespeare_sp1024"""
+    if name != "shakespeare":
+        raise GolfError(f"unknown dataset '{name}' to build: only 'shakespeare' is embedded; FineWeb uses `golf data fetch fineweb`")
+    from harness.data import shakespeare
+
+    path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"))
+    out.print(f"built {path}")
+
+
+@data_app.command("fetch")
+@handled
+def data_fetch(
+    name: str = typer.Argument(..., help="dataset to fetch: fineweb"),
+    variant: str = typer.Option("sp1024", help="tokenizer variant of the parameter-golf export"),
+    train_shards: int = typer.Option(1, "--train-shards", help="number of 100M-token train shards"),
+    source: Optional[Path] = typer.Option(None, help="copy from a local folder with the export's layout instead of downloading"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/fineweb_<variant>)"),
+    repo_id: str = typer.Option("willdepueoai/parameter-golf", help="Hugging Face dataset repo"),
+):
+    """Fetch the parameter-golf FineWeb export. Example: golf data fetch fineweb --variant sp1024 --train-shards 2"""
+    if name != "fineweb":
+        raise GolfError(f"unknown dataset '{name}' to fetch: only 'fineweb' can be fetched")
+    if train_shards < 0:
+        raise GolfError("--train-shards must be >= 0")
+    from harness.data import fineweb
+
+    path = fineweb.fetch(out_dir or Path(f"data/fineweb_{variant}"), variant=variant, train_shards=train_shards,
+                         source=source, repo_id=repo_id)  # fmt: skip
+    out.print(f"fetched {path}")
+
+
+@data_app.command("verify")
+@handled
+def data_verify(
+    path: Path = typer.Argument(..., help="dataset folder"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Check a dataset: shard headers, sizes, hashes, token ids, tokenizer, splits. Example: golf data verify data/shakespeare_sp1024 --json"""
+    from harness.data.dataset import verify
+
+    report = verify(path)
+    if as_json:
+        _print_json(report)
+    else:
+        table = Table(title=f"dataset {report.get('name')}")
+        table.add_column("field")
+        table.add_column("value", justify="right")
+        for key in ("ok", "vocab_size", "train_shards", "train_tokens", "val_shards", "val_tokens", "val_bytes"):
+            table.add_row(key, f"{report.get(key):,}" if isinstance(report.get(key), int) and key != "ok" else str(report.get(key)))
+        out.print(table)
+        for problem in report.get("problems", []):
+            err.print(f"[red]problem:[/] {problem}", highlight=False)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tracks and models
+
+
+@app.command("tracks")
+@handled
+def tracks_cmd(as_json: bool = typer.Option(False, "--json")):
+    """List the tracks and their budgets at each scale. Example: golf tracks"""
+    from harness.tracks import list_tracks
+
+    tracks = list_tracks()
+    if as_json:
+        _print_json([{"name": t.name, "version": t.version, "budget_kind": t.budget_kind, "scales": t.scales,
+                      "description": t.description, "sha256": t.sha256} for t in tracks])  # fmt: skip
+        return
+    table = Table(title="tracks")
+    for col in ("track", "budget", "official", "dev", "rules"):
+        table.add_column(col)
+    for t in tracks:
+        fmt = lambda s: f"{t.scales[s]['budget']:g} on {t.scales[s]['dataset']}" if s in t.scales else "-"  # noqa: E731
+        table.add_row(t.name, t.budget_kind, fmt("official"), fmt("dev"), t.description)
+    out.print(table)
+
+
+@app.command("models")
+@handled
+def models_cmd():
+    """List model specs, presets, parameter counts and FLOPs per token. Example: golf models"""
+    from harness.models import SPECS
+
+    table = Table(title="models")
+    for col in ("model", "preset", "params", "train FLOPs/token", "seq_len"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for spec in SPECS.values():
+        for preset in spec.presets:
+            cfg = spec.config(preset)
+            table.add_row(spec.name, preset, f"{spec.param_count(cfg):,}", f"{spec.flops_per_token(cfg)['total']:.3g}",
+                          str(cfg["seq_len"]))  # fmt: skip
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# run / eval
+
+
+@app.command("run")
+@handled
+def run_cmd(
+    track: str = typer.Option("fixed-data", help="wallclock-10min | fixed-data | flop-budget"),
+    scale: str = typer.Option("dev", help="official | dev"),
+    backend: str = typer.Option("torch", help="torch | jax"),
+    model: str = typer.Option("llama", help="llama | megalodon"),
+    preset: Optional[str] = typer.Option(None, help="model preset (default: tiny at dev scale, the golf preset at official)"),
+    seed: int = typer.Option(0),
+    data: Optional[Path] = typer.Option(None, help="dataset folder (default data/<track's dataset>)"),
+    budget: Optional[str] = typer.Option(None, help="override the track budget (seconds, tokens or FLOPs); marks the run unofficial"),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="runs folder"),
+    run_id: Optional[str] = typer.Option(None, "--run-id"),
+    eval_stride: Optional[int] = typer.Option(None, help="override the eval stride (unofficial)"),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value (unofficial)"),
+    resume: Optional[Path] = typer.Option(None, help="continue an interrupted run directory from its checkpoint"),
+    force: bool = typer.Option(False, help="replace an existing run directory"),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="torch: processes under torchrun (DDP)"),
+    as_json: bool = typer.Option(False, "--json", help="print result.json"),
+):
+    """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1"""
+    from harness import runner
+    from harness.tracks import parse_budget
+
+    if resume is not None:
+        result = runner.resume(resume)
+    else:
+        preset = preset or default_preset(model, scale)
+        spec = runner.RunSpec(track=track, scale=scale, backend=backend, model=model, preset=preset, seed=seed,
+                              data=str(data) if data else None, budget=parse_budget(budget), out=str(out_dir),
+                              run_id=run_id, eval_stride=eval_stride, overrides=_parse_sets(sets), force=force)  # fmt: skip
+        if nproc_per_node > 1:
+            from harness.launch import launch_torchrun
+
+            result = launch_torchrun(spec, nproc_per_node)
+        else:
+            result = runner.execute(spec)
+    if as_json:
+        _print_json(result)
+    else:
+        print_result(result)
+    if result.get("status") != "ok":
+        raise typer.Exit(1)
+
+
+def default_preset(model: str, scale: str) -> str:
+    if scale == "dev":
+        return "tiny"
+    return {"llama": "baseline", "megalodon": "golf16"}.get(model, "baseline")
+
+
+def print_result(result: dict) -> None:
+    table = Table(title=f"{result.get('model')}/{result.get('preset')}@{result.get('backend')} — {result.get('track')} ({result.get('scale')})")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for key in ("status", "reason", "val_bpb", "pre_quant_val_bpb", "val_loss", "train_tokens", "train_flops", "train_seconds",
+                "tokens_per_second", "steps", "artifact_bytes", "eval_seconds", "eval_stride", "unofficial"):  # fmt: skip
+        value = result.get(key)
+        if value is None and key == "reason":
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4f}" if key in ("val_bpb", "pre_quant_val_bpb", "val_loss") else f"{value:,.4g}"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command("eval")
+@handled
+def eval_cmd(
+    artifact: Path = typer.Argument(..., help="artifact.golf file"),
+    data: Path = typer.Option(..., help="dataset folder"),
+    backend: Optional[str] = typer.Option(None, help="torch | jax (default: the backend that trained it)"),
+    stride: int = typer.Option(64, help="sliding-window stride"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Re-score any artifact with either backend. Example: golf eval runs/.../artifact.golf --data data/shakespeare_sp1024 --backend jax --json"""
+    from harness.artifact import read_artifact
+    from harness.data.dataset import Dataset
+    from harness.scoring import load_artifact_model, score_weights
+
+    blob = read_artifact(artifact)
+    loaded = load_artifact_model(blob)
+    dataset = Dataset.open(data)
+    name = backend or loaded.backend or "torch"
+    res = score_weights(name, loaded.model, loaded.config, loaded.weights, dataset, stride)
+    report = {"artifact": str(artifact), "backend": name, "model": loaded.model, "preset": loaded.preset,
+              "trained_with": loaded.backend, "model_bytes": len(blob), **res.to_dict()}  # fmt: skip
+    if as_json:
+        _print_json(report)
+    else:
+        print_result({**report, "status": "ok"})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# artifacts
+
+
+@artifact_app.command("inspect")
+@handled
+def artifact_inspect(
+    artifact: Path = typer.Argument(..., help="artifact.golf file"),
+    code: Optional[List[Path]] = typer.Option(None, help="code files to count (default: the training backend's)"),
+):
+    """Per-tensor table and totals against the 16,000,000-byte cap. Example: golf artifact inspect runs/.../artifact.golf"""
+    from harness import artifact as art
+    from harness.backend import get_backend
+
+    blob = art.read_artifact(artifact)
+    loaded_meta = art.unpack(blob)[1]
+    rows = art.entries(blob)
+    table = Table(title=f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec int8)")
+    for col in ("tensor", "shape", "codec", "stored bytes"):
+        table.add_column(col, justify="right" if col == "stored bytes" else "left")
+    for e in rows:
+        table.add_row(e.name, "×".join(map(str, e.shape)), e.codec, f"{e.stored_bytes:,}")
+    out.print(table)
+    files = code or get_backend(loaded_meta.get("backend", "torch")).code_files(loaded_meta["model"])
+    size = art.size_report(len(blob), art.code_bytes(files))
+    raw = sum(e.stored_bytes for e in rows)
+    out.print(f"stored (uncompressed) {raw:,} B → compressed model {size['model_bytes']:,} B + code {size['code_bytes']:,} B"
+              f" = [bold]{size['total_bytes']:,} B[/] of {size['cap_bytes']:,} B cap "
+              + ("[green]under the cap[/]" if size["under_cap"] else "[red]OVER THE CAP[/]"))  # fmt: skip
+    if not size["under_cap"]:
+        raise typer.Exit(1)
+
+
+@artifact_app.command("unpack")
+@handled
+def artifact_unpack(
+    artifact: Path = typer.Argument(..., help="artifact.golf file"),
+    out_path: Path = typer.Option(..., "--out", help="weights.safetensors to write"),
+):
+    """Write the dequantized fp32 canonical weights. Example: golf artifact unpack runs/.../artifact.golf --out weights.safetensors"""
+    from safetensors.numpy import save
+
+    from harness import artifact as art
+    from harness.records import atomic_write_bytes
+
+    weights, meta = art.unpack(art.read_artifact(artifact))
+    atomic_write_bytes(out_path, save(weights, metadata={"model": str(meta.get("model")), "preset": str(meta.get("preset")),
+                                                         "config": json.dumps(meta.get("config", {}))}))  # fmt: skip
+    out.print(f"wrote {len(weights)} fp32 tensors to {out_path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""One run's lifecycle (ARCHITECTURE §2): setup, untimed warm-up, the budgeted loop, artifact, eval, result.
+
+The harness owns the loop: it draws the batches (the same for every backend), charges the budget, derives
+the learning-rate scale from the budget's progress and logs events. Backends only step, export and score.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness import progress
+from harness.artifact import code_bytes, code_digest, pack, size_report
+from harness.backend import get_backend
+from harness.data.dataset import Dataset
+from harness.data.stream import BatchStream
+from harness.errors import BudgetError, GolfError
+from harness.models import get_spec
+from harness.plots import plot_loss
+from harness.records import (
+    EventLog,
+    atomic_write_bytes,
+    atomic_write_json,
+    default_run_id,
+    git_info,
+    hardware,
+    read_json,
+    run_dir,
+    versions,
+)
+from harness.scoring import load_artifact_model, score_weights
+from harness.tracks import Budget, load_track, lr_scale
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class RunSpec:
+    track: str
+    scale: str
+    backend: str
+    model: str
+    preset: str
+    seed: int = 0
+    data: str | None = None
+    budget: float | None = None
+    out: str = "runs"
+    run_id: str | None = None
+    eval_stride: int | None = None
+    overrides: dict = field(default_factory=dict)
+    log_every: int = 10
+    checkpoint_every: int = 0  # steps; 0 = by track (fixed-data checkpoints, others do not)
+    force: bool = False
+
+    @property
+    def unofficial(self) -> bool:
+        return self.budget is not None or self.eval_stride is not None or bool(self.overrides)
+
+
+def is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def default_data_dir(dataset_name: str) -> Path:
+    return Path("data") / dataset_name
+
+
+class Run:
+    """Everything a run needs, resolved and validated before any training starts."""
+
+    def __init__(self, spec: RunSpec, resume: bool = False) -> None:
+        self.spec = spec
+        self.track = load_track(spec.track)
+        self.scale = self.track.scale(spec.scale)
+        self.model_spec = get_spec(spec.model)
+        self.config = self.model_spec.config(spec.preset, spec.overrides)
+        self.backend = get_backend(spec.backend)
+        if spec.model not in self.backend.models():
+            raise GolfError(
+                f"backend '{spec.backend}' does not implement model '{spec.model}' (it has: {', '.join(self.backend.models())})"
+            )
+        data_dir = Path(spec.data) if spec.data else default_data_dir(self.scale["dataset"])
+        if not (data_dir / "manifest.json").exists():
+            hint = "golf data build shakespeare" if "shakespeare" in str(self.scale["dataset"]) else "golf data fetch fineweb"
+            raise GolfError(f"no dataset at {data_dir} (manifest.json missing): build it with `{hint} --out {data_dir}`")
+        self.dataset = Dataset.open(data_dir)
+        if self.dataset.name != self.scale["dataset"] and not spec.unofficial:
+            raise GolfError(
+                f"track '{self.track.name}' at scale '{spec.scale}' uses dataset '{self.scale['dataset']}', but {data_dir}"
+                f" holds '{self.dataset.name}'; point --data at the right dataset"
+            )
+        if self.config["vocab_size"] != self.dataset.vocab_size:
+            raise GolfError(
+                f"{spec.model}/{spec.preset} has vocab {self.config['vocab_size']} but dataset '{self.dataset.name}'"
+                f" has {self.dataset.vocab_size}"
+            )
+        self.limit = spec.budget if spec.budget is not None else float(self.scale["budget"])
+        self.stride = spec.eval_stride or int(self.scale["eval_stride"])
+        run_id = spec.run_id or default_run_id(spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget)
+        self.dir = run_dir(Path(spec.out), self.track.name, spec.scale, run_id)
+        self.run_id = run_id
+        self.flops_per_token = self.model_spec.flops_per_token(self.config)
+        self.seq_len = int(self.config["seq_len"])
+        self.batch_seqs = max(1, int(self.config["train_batch_tokens"]) // self.seq_len)
+        self.batch_tokens = self.batch_seqs * self.seq_len
+        self.resume = resume
+        if self.track.budget_kind == "tokens":
+            self._check_fixed_data()
+
+    def _check_fixed_data(self) -> None:
+        available = self.dataset.train_tokens_total() - 1
+        needed = (int(self.limit) // self.seq_len) * self.seq_len
+        if needed == 0:
+            raise BudgetError(f"fixed-data budget {self.limit:g} tokens is smaller than one sequence of {self.seq_len}")
+        if needed > available:
+            raise BudgetError(
+                f"fixed-data budget needs {needed:,} training tokens but dataset '{self.dataset.name}' has {available:,};"
+                " lower --budget or use a larger dataset (e.g. more FineWeb shards)"
+            )
+
+    # ------------------------------------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "track": self.track.name,
+            "track_version": self.track.version,
+            "track_sha256": self.track.sha256,
+            "scale": self.spec.scale,
+            "backend": self.spec.backend,
+            "model": self.spec.model,
+            "preset": self.spec.preset,
+            "seed": self.spec.seed,
+            "config": self.config,
+            "overrides": self.spec.overrides,
+            "budget": {"kind": self.track.budget_kind, "limit": self.limit, "track_default": self.scale["budget"]},
+            "unofficial": self.spec.unofficial,
+            "eval": {"stride": self.stride, "context": self.seq_len},
+            "batch": {"seqs": self.batch_seqs, "seq_len": self.seq_len, "tokens": self.batch_tokens},
+            "flops_per_token": self.flops_per_token,
+            "param_count": self.model_spec.param_count(self.config),
+            "dataset": {
+                "name": self.dataset.name,
+                "dir": str(self.dataset.dir),
+                "manifest_sha256": self.dataset.manifest_sha256,
+            },
+            "versions": versions(),
+            "git": git_info(),
+            "hardware": hardware(self.backend.devices()),
+            "spec": {k: v for k, v in asdict(self.spec).items() if k not in ("force",)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+
+def _synthetic_batch(batch_seqs: int, seq_len: int, vocab: int, seed: int) -> np.ndarray:
+    # Warm-up never touches real data (parameter-golf issue #1530: compile warm-up on val tokens).
+    return np.random.default_rng(seed + 7919).integers(0, vocab, size=(batch_seqs, seq_len + 1), dtype=np.int32)
+
+
+def _prepare_dir(run: Run) -> None:
+    d = run.dir
+    if run.resume:
+        if not (d / "run.json").exists():
+            raise GolfError(f"cannot resume {d}: no run.json there")
+        return
+    if (d / "result.json").exists() and not run.spec.force:
+        raise GolfError(f"run {d} already finished (result.json exists): pick another --run-id or pass --force")
+    if d.exists() and not run.spec.force:
+        if (d / CHECKPOINT).exists():
+            raise GolfError(f"run {d} was interrupted: continue it with `golf run --resume {d}` or pass --force")
+        raise GolfError(f"run directory {d} already exists: pick another --run-id or pass --force")
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+
+def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream) -> None:
+    ck = run.dir / CHECKPOINT
+    tmp = run.dir / (CHECKPOINT + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    run.backend.save_checkpoint(state, tmp / "backend")
+    atomic_write_json(
+        tmp / "harness.json",
+        {"steps": budget.steps, "seconds": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
+         "stream_tokens": stream.tokens_consumed},
+    )  # fmt: skip
+    # Swap in the new checkpoint; a kill between the two renames leaves checkpoint.old, used by resume.
+    old = run.dir / (CHECKPOINT + ".old")
+    if ck.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(ck, old)
+    os.replace(tmp, ck)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _latest_checkpoint(d: Path) -> Path | None:
+    for name in (CHECKPOINT, CHECKPOINT + ".old"):
+        if (d / name / "harness.json").exists():
+            return d / name
+    return None
+
+
+def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
+    """Run (or resume) one run; returns the result dict (also written to result.json)."""
+    run = Run(spec, resume=resume_dir is not None)
+    main = is_main_rank()
+    if main:
+        _prepare_dir(run)
+        if not run.resume:
+            atomic_write_json(run.dir / "run.json", run.manifest())
+    events = EventLog(run.dir / "events.jsonl")
+    backend = run.backend
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+    budget = Budget(run.track.budget_kind, run.limit)
+    stream_start = 0
+    ckpt = _latest_checkpoint(run.dir) if run.resume else None
+    if run.resume and ckpt is None:
+        raise GolfError(f"cannot resume {run.dir}: it has no checkpoint (only fixed-data runs checkpoint)")
+    if ckpt is not None:
+        h = read_json(ckpt / "harness.json", "checkpoint state")
+        state = backend.load_checkpoint(ckpt / "backend", spec.model, run.config)
+        budget.seconds, budget.tokens, budget.flops, budget.steps = h["seconds"], h["tokens"], h["flops"], h["steps"]
+        stream_start = int(h["stream_tokens"])
+        if main:
+            events.truncate_after(budget.steps)
+    else:
+        state = backend.init(spec.model, run.config, spec.seed, distributed)
+        synth = _synthetic_batch(run.batch_seqs, run.seq_len, run.config["vocab_size"], spec.seed)
+        compiler_flops = backend.compiler_flops(state, synth)
+        state = backend.warmup(state, synth)
+        if main:
+            analytic = run.flops_per_token["total"] * run.batch_tokens
+            events.append({"event": "flops_check", "analytic_step_flops": analytic, "compiler_step_flops": compiler_flops,
+                           "devices": backend.devices()})  # fmt: skip
+
+    kind = run.track.budget_kind
+    checkpoint_every = spec.checkpoint_every or (max(1, 50 // max(1, spec.log_every) * spec.log_every) if kind == "tokens" else 0)
+    stream = BatchStream(run.dataset.train_paths, run.batch_seqs, run.seq_len, start_tokens=stream_start, wrap=kind != "tokens")
+    fpt = run.flops_per_token["total"]
+    warmdown = float(run.config.get("warmdown_frac", 0.2))
+    status, reason, last_loss = "ok", None, float("nan")
+
+    def next_rows() -> int:
+        if kind != "tokens":
+            return run.batch_seqs
+        remaining = int(run.limit) // run.seq_len - budget.tokens // run.seq_len
+        return min(run.batch_seqs, remaining)
+
+    try:
+        with progress.bar(f"train {spec.model}/{spec.preset}@{spec.backend}", total=run.limit) as update:
+            update(budget.spent())
+            while True:
+                rows = next_rows()
+                if rows <= 0 or not budget.fits(rows * run.seq_len, fpt * rows * run.seq_len):
+                    break
+                scale = lr_scale(budget.progress(), warmdown)
+                t0 = time.perf_counter()
+                batch = stream.next(rows)
+                state, metrics = backend.train_step(state, batch, scale)
+                seconds = time.perf_counter() - t0
+                tokens = rows * run.seq_len
+                budget.charge(seconds, tokens, fpt * tokens)
+                last_loss = float(metrics["loss"])
+                finite = math.isfinite(last_loss)
+                step = budget.steps
+                if main and (step % spec.log_every == 0 or step == 1 or not finite):
+                    events.append({"step": step, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
+                                   "loss": last_loss, "lr_scale": scale})  # fmt: skip
+                update(budget.spent(), loss=f"{last_loss:.3f}", step=step)
+                if not finite:
+                    status, reason = "diverged", f"training loss became {last_loss} at step {step}"
+                    break
+                if checkpoint_every and step % checkpoint_every == 0 and main:
+                    _save_checkpoint(run, state, budget, stream)
+        if main and budget.steps % spec.log_every != 0 and status == "ok":
+            events.append({"step": budget.steps, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
+                           "loss": last_loss, "lr_scale": lr_scale(budget.progress(), warmdown)})  # fmt: skip
+    except GolfError:
+        raise
+    except Exception as exc:  # a backend crash still leaves a valid run directory
+        status, reason = "failed", f"training crashed: {exc.__class__.__name__}: {exc}"
+
+    if not main:
+        return {"status": status}
+    if budget.steps == 0 and status == "ok":
+        status, reason = "failed", "the budget did not allow a single training step"
+    if status == "ok" and budget.over():
+        status, reason = "over_budget", f"training used {budget.spent():g} {kind}, over the limit {run.limit:g}"
+
+    result = finish(run, state, budget, status, reason)
+    return result
+
+
+def finish(run: Run, state, budget: Budget, status: str, reason: str | None) -> dict:
+    spec = run.spec
+    backend = run.backend
+    files = backend.code_files(spec.model)
+    code = code_bytes(files)
+    result = {
+        "status": status,
+        "reason": reason,
+        "run_id": run.run_id,
+        "track": run.track.name,
+        "scale": spec.scale,
+        "backend": spec.backend,
+        "model": spec.model,
+        "preset": spec.preset,
+        "seed": spec.seed,
+        "unofficial": spec.unofficial,
+        "budget_kind": run.track.budget_kind,
+        "budget_limit": run.limit,
+        "train_tokens": budget.tokens,
+        "train_flops": budget.flops,
+        "train_seconds": budget.seconds,
+        "steps": budget.steps,
+        "tokens_per_second": budget.tokens / budget.seconds if budget.seconds else None,
+        "code_bytes": code,
+        "code_files": code_digest(files),
+        "hardware_class": read_json(run.dir / "run.json", "run manifest")["hardware"]["class"],
+        "param_count": run.model_spec.param_count(run.config),
+        "eval_stride": run.stride,
+        "eval_context": run.seq_len,
+    }
+    for key in ("val_bpb", "val_loss", "val_nll_sum", "val_tokens", "val_bytes", "pre_quant_val_bpb",
+                "artifact_bytes", "model_bytes", "eval_seconds"):  # fmt: skip
+        result.setdefault(key, None)
+    if status in ("ok", "over_budget"):
+        try:
+            _score(run, state, result, code)
+        except GolfError as exc:
+            result.update(status="failed", reason=str(exc))
+        except Exception as exc:
+            result.update(status="failed", reason=f"evaluation crashed: {exc.__class__.__name__}: {exc}")
+    ck = run.dir / CHECKPOINT
+    atomic_write_json(run.dir / "result.json", result)
+    if ck.exists() and result["status"] != "failed":
+        shutil.rmtree(ck)
+    try:
+        plot_loss(run.dir / "events.jsonl", run.dir / "loss.png", title=f"{spec.model}/{spec.preset}@{spec.backend} seed {spec.seed}")
+    except Exception:  # a plot must never cost a result
+        pass
+    return result
+
+
+def _score(run: Run, state, result: dict, code: int) -> None:
+    spec = run.spec
+    weights = run.backend.export(state)
+    pre = score_weights(spec.backend, spec.model, run.config, weights, run.dataset, run.stride, label="eval (pre-quant)")
+    blob = pack(weights, run.model_spec.is_control, {"model": spec.model, "preset": spec.preset, "config": run.config,
+                                                       "backend": spec.backend, "run_id": run.run_id})  # fmt: skip
+    atomic_write_bytes(run.dir / "artifact.golf", blob)
+    # The score is always measured on the round trip, loaded back from the bytes alone.
+    loaded = load_artifact_model((run.dir / "artifact.golf").read_bytes())
+    post = score_weights(spec.backend, loaded.model, loaded.config, loaded.weights, run.dataset, run.stride, label="eval (artifact)")
+    size = size_report(len(blob), code, run.track.artifact_cap_bytes)
+    result.update(post.to_dict())
+    result.update(
+        pre_quant_val_bpb=pre.val_bpb,
+        artifact_bytes=size["total_bytes"],
+        model_bytes=size["model_bytes"],
+        artifact_cap_bytes=size["cap_bytes"],
+        eval_policy=post.policy,
+    )
+    if not size["under_cap"]:
+        result.update(status="over_budget", reason=f"artifact is {size['total_bytes']:,} bytes, over the {size['cap_bytes']:,}-byte cap")
+    eval_max = run.scale.get("eval_seconds_max")
+    if eval_max and post.eval_seconds > eval_max and result["status"] == "ok":
+        result.update(status="over_budget", reason=f"evaluation took {post.eval_seconds:.1f} s, over the {eval_max} s limit")
+
+
+def resume(run_dir_path: Path) -> dict:
+    manifest = read_json(Path(run_dir_path) / "run.json", "run manifest")
+    s = manifest["spec"]
+    spec = RunSpec(**{k: v for k, v in s.items() if k in RunSpec.__dataclass_fields__})
+    # The run directory may have moved since; resume where it is now.
+    spec.out = str(Path(run_dir_path).parent.parent.parent)
+    spec.run_id = Path(run_dir_path).name
+    return execute(spec, resume_dir=Path(run_dir_path))

@@ -1,0 +1,77 @@
+"""Score weights or an artifact on a dataset's full val split, through any backend's scorer.
+
+Shared by `golf run` (pre-quant and round-tripped weights), `golf eval` and `golf verify`, so there is one
+path from bytes to a BPB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness import progress
+from harness.artifact import unpack
+from harness.backend import get_backend
+from harness.data.dataset import Dataset
+from harness.data.tokenizer import ByteAccounting
+from harness.errors import GolfError
+from harness.evaluate import EvalResult, evaluate
+from harness.models import check_weights, get_spec
+
+
+@dataclass
+class ArtifactModel:
+    model: str
+    preset: str
+    config: dict
+    backend: str
+    weights: dict[str, np.ndarray]
+    meta: dict
+
+
+def load_artifact_model(blob: bytes) -> ArtifactModel:
+    weights, meta = unpack(blob)
+    try:
+        model, preset, config = meta["model"], meta["preset"], meta["config"]
+    except KeyError as exc:
+        raise GolfError(f"artifact metadata lacks '{exc.args[0]}'; it was not written by `golf run`") from None
+    spec = get_spec(model)
+    # Rebuild the config from the spec so a tampered metadata block cannot smuggle in unknown keys.
+    clean = spec.config(preset, config)
+    check_weights(spec, clean, weights)
+    return ArtifactModel(model, preset, clean, meta.get("backend", ""), weights, meta)
+
+
+def score_weights(
+    backend_name: str,
+    model: str,
+    config: dict,
+    weights: dict[str, np.ndarray],
+    dataset: Dataset,
+    stride: int,
+    label: str = "eval",
+    batch_windows: int = 32,
+) -> EvalResult:
+    spec = get_spec(model)
+    if config["vocab_size"] != dataset.vocab_size:
+        raise GolfError(
+            f"model vocab {config['vocab_size']} differs from dataset '{dataset.name}' vocab {dataset.vocab_size};"
+            " use a dataset built with the same tokenizer"
+        )
+    check_weights(spec, config, weights)
+    backend = get_backend(backend_name)
+    scorer = backend.scorer(model, config, weights)
+    tokens = dataset.val_tokens()
+    accounting = ByteAccounting.from_model(dataset.tokenizer_path)
+    context = int(config["seq_len"])
+    with progress.bar(label, total=1.0, unit="windows") as update:
+        return evaluate(
+            scorer,
+            tokens,
+            accounting,
+            context=context,
+            stride=min(stride, context),
+            batch_windows=batch_windows,
+            progress=lambda done, total: update(done / max(total, 1)),
+        )

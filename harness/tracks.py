@@ -1,0 +1,161 @@
+"""Tracks: the rules in tracks/*.toml, and the budget clocks that enforce them.
+
+One schedule serves every track: the learning-rate scale is a function of the budget's progress in [0, 1]
+(constant, then a linear warm-down over the last `warmdown_frac`), whatever the budget measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import GolfError
+from harness.models import check_name
+
+TRACKS_DIR = Path(__file__).resolve().parent.parent / "tracks"
+BUDGET_KINDS = ("seconds", "tokens", "flops")
+SCALES = ("official", "dev")
+
+
+@dataclass(frozen=True)
+class Track:
+    name: str
+    version: int
+    description: str
+    budget_kind: str
+    artifact_cap_bytes: int
+    scales: dict
+    path: Path
+    sha256: str
+
+    def scale(self, scale: str) -> dict:
+        if scale not in SCALES:
+            raise GolfError(f"unknown scale '{scale}': choose official or dev")
+        if scale not in self.scales:
+            raise GolfError(f"track '{self.name}' has no [{scale}] section in {self.path}")
+        return self.scales[scale]
+
+
+def _parse(path: Path) -> Track:
+    raw = path.read_bytes()
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GolfError(f"track file {path} is malformed TOML ({exc}); fix or restore it") from None
+    try:
+        kind = doc["budget_kind"]
+        if kind not in BUDGET_KINDS:
+            raise GolfError(f"track file {path}: budget_kind '{kind}' must be one of {', '.join(BUDGET_KINDS)}")
+        scales = {}
+        for s in SCALES:
+            if s in doc:
+                sec = dict(doc[s])
+                sec["budget"] = float(sec["budget"])
+                sec["eval_stride"] = int(sec.get("eval_stride", 64))
+                sec.setdefault("hardware", "any")
+                str(sec["dataset"])
+                scales[s] = sec
+        return Track(
+            name=str(doc["name"]),
+            version=int(doc.get("version", 1)),
+            description=str(doc.get("description", "")),
+            budget_kind=kind,
+            artifact_cap_bytes=int(doc.get("artifact_cap_bytes", 16_000_000)),
+            scales=scales,
+            path=path,
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GolfError(f"track file {path} is missing or has a bad field ({exc}); see tracks/fixed-data.toml") from None
+
+
+def list_tracks(tracks_dir: Path = TRACKS_DIR) -> list[Track]:
+    return [_parse(p) for p in sorted(tracks_dir.glob("*.toml"))]
+
+
+def load_track(name: str, tracks_dir: Path = TRACKS_DIR) -> Track:
+    check_name("track", name)
+    path = tracks_dir / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(tracks_dir.glob("*.toml")))
+        raise GolfError(f"unknown track '{name}': choose one of {known} (see `golf tracks`)")
+    return _parse(path)
+
+
+def parse_budget(text: str | float | None) -> float | None:
+    """`--budget` accepts numbers like 30, 40000 or 2e11 (seconds, tokens or FLOPs, by track)."""
+    if text is None:
+        return None
+    try:
+        value = float(str(text).replace("_", ""))
+    except ValueError:
+        raise GolfError(f"--budget '{text}' is not a number: give seconds, tokens or FLOPs like 30, 40000 or 2e11") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise GolfError(f"--budget must be a positive finite number, got '{text}'")
+    return value
+
+
+def lr_scale(progress: float, warmdown_frac: float) -> float:
+    progress = min(max(progress, 0.0), 1.0)
+    if warmdown_frac <= 0 or progress < 1.0 - warmdown_frac:
+        return 1.0
+    return max(0.0, (1.0 - progress) / warmdown_frac)
+
+
+@dataclass
+class Budget:
+    """Charges seconds, tokens and FLOPs; decides whether another step fits; reports progress."""
+
+    kind: str
+    limit: float
+    seconds: float = 0.0
+    tokens: int = 0
+    flops: float = 0.0
+    steps: int = 0
+    _step_seconds: list = field(default_factory=list)
+
+    def spent(self) -> float:
+        return {"seconds": self.seconds, "tokens": float(self.tokens), "flops": self.flops}[self.kind]
+
+    def progress(self) -> float:
+        return min(self.spent() / self.limit, 1.0)
+
+    def charge(self, seconds: float, tokens: int, flops: float) -> None:
+        self.seconds += seconds
+        self.tokens += tokens
+        self.flops += flops
+        self.steps += 1
+        self._step_seconds.append(seconds)
+
+    def fits(self, step_tokens: int, step_flops: float) -> bool:
+        """Would one more step of this size stay within the limit?"""
+        if self.kind == "tokens":
+            return self.tokens + step_tokens <= self.limit
+        if self.kind == "flops":
+            return self.flops + step_flops <= self.limit
+        # Wallclock: predict from the recent step times so the last step does not overrun the clock.
+        recent = self._step_seconds[-5:]
+        estimate = max(recent) if recent else 0.0
+        return self.seconds + estimate <= self.limit
+
+    def over(self) -> bool:
+        return self.spent() > self.limit * (1 + 1e-9)
+
+
+class Clock:
+    """The harness's training clock: it runs only while the harness says so (steps, data, post-processing)."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        assert self._start is not None
+        elapsed = time.perf_counter() - self._start
+        self._start = None
+        return elapsed
