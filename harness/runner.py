@@ -6,6 +6,8 @@ the learning-rate scale from the budget's progress and logs events. Backends onl
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -63,6 +65,11 @@ class RunSpec:
         return self.budget is not None or self.eval_stride is not None or bool(self.overrides)
 
 
+def config_hash(config: dict) -> str:
+    """Runs group across seeds on the leaderboard only when their full config is identical."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -90,10 +97,10 @@ class Run:
             hint = "golf data build shakespeare" if "shakespeare" in str(self.scale["dataset"]) else "golf data fetch fineweb"
             raise GolfError(f"no dataset at {data_dir} (manifest.json missing): build it with `{hint} --out {data_dir}`")
         self.dataset = Dataset.open(data_dir)
-        if self.dataset.name != self.scale["dataset"] and not spec.unofficial:
+        if self.dataset.id != self.scale["dataset"] and not spec.unofficial:
             raise GolfError(
                 f"track '{self.track.name}' at scale '{spec.scale}' uses dataset '{self.scale['dataset']}', but {data_dir}"
-                f" holds '{self.dataset.name}'; point --data at the right dataset"
+                f" holds '{self.dataset.id}'; point --data at the right dataset"
             )
         if self.config["vocab_size"] != self.dataset.vocab_size:
             raise GolfError(
@@ -147,7 +154,8 @@ class Run:
             "param_count": self.model_spec.param_count(self.config),
             "dataset": {
                 "name": self.dataset.name,
-                "dir": str(self.dataset.dir),
+                "id": self.dataset.id,
+                "dir": str(self.dataset.path),
                 "manifest_sha256": self.dataset.manifest_sha256,
             },
             "versions": versions(),
@@ -329,6 +337,7 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None) -> 
         "code_files": code_digest(files),
         "hardware_class": read_json(run.dir / "run.json", "run manifest")["hardware"]["class"],
         "param_count": run.model_spec.param_count(run.config),
+        "config_sha256": config_hash(run.config),
         "eval_stride": run.stride,
         "eval_context": run.seq_len,
     }
@@ -365,6 +374,7 @@ def _score(run: Run, state, result: dict, code: int) -> None:
     post = score_weights(spec.backend, loaded.model, loaded.config, loaded.weights, run.dataset, run.stride, label="eval (artifact)")
     size = size_report(len(blob), code, run.track.artifact_cap_bytes)
     result.update(post.to_dict())
+    result["artifact_sha256"] = hashlib.sha256(blob).hexdigest()
     result.update(
         pre_quant_val_bpb=pre.val_bpb,
         artifact_bytes=size["total_bytes"],

@@ -14,7 +14,6 @@ from harness import progress
 from harness.artifact import unpack
 from harness.backend import get_backend
 from harness.data.dataset import Dataset
-from harness.data.tokenizer import ByteAccounting
 from harness.errors import GolfError
 from harness.evaluate import EvalResult, evaluate
 from harness.models import check_weights, get_spec
@@ -63,7 +62,7 @@ def score_weights(
     backend = get_backend(backend_name)
     scorer = backend.scorer(model, config, weights)
     tokens = dataset.val_tokens()
-    accounting = ByteAccounting.from_model(dataset.tokenizer_path)
+    accounting = dataset.accounting()
     context = int(config["seq_len"])
     with progress.bar(label, total=1.0, unit="windows") as update:
         return evaluate(

@@ -1,0 +1,1 @@
+"""Datasets: shard format, builders (shakespeare, fineweb), tokenizer byte accounting, manifest, batch stream."""
