@@ -70,15 +70,6 @@ def _parse_sets(sets: list[str] | None) -> dict:
     return overrides
 
 
-def _parse_target(text: str) -> tuple[str, str | None, str]:
-    """`model[/preset]@backend`, e.g. megalodon@jax or llama/tiny@torch."""
-    if "@" not in text:
-        raise GolfError(f"'{text}' must look like model[/preset]@backend, e.g. megalodon@jax or llama/tiny@torch")
-    left, backend = text.rsplit("@", 1)
-    model, _, preset = left.partition("/")
-    return model, (preset or None), backend
-
-
 # ----------------------------------------------------------------------------------------------------------
 # data
 
@@ -217,7 +208,7 @@ def run_cmd(
     if resume is not None:
         result = runner.resume(resume)
     else:
-        preset = preset or default_preset(model, scale)
+        preset = preset or runner.default_preset(model, scale)
         spec = runner.RunSpec(track=track, scale=scale, backend=backend, model=model, preset=preset, seed=seed,
                               data=str(data) if data else None, budget=parse_budget(budget), out=str(out_dir),
                               run_id=run_id, eval_stride=eval_stride, overrides=_parse_sets(sets), force=force)  # fmt: skip
@@ -233,12 +224,6 @@ def run_cmd(
         print_result(result)
     if result.get("status") != "ok":
         raise typer.Exit(1)
-
-
-def default_preset(model: str, scale: str) -> str:
-    if scale == "dev":
-        return "tiny"
-    return {"llama": "baseline", "megalodon": "golf16"}.get(model, "baseline")
 
 
 def print_result(result: dict) -> None:
@@ -334,6 +319,105 @@ def artifact_unpack(
     atomic_write_bytes(out_path, save(weights, metadata={"model": str(meta.get("model")), "preset": str(meta.get("preset")),
                                                          "config": json.dumps(meta.get("config", {}))}))  # fmt: skip
     out.print(f"wrote {len(weights)} fp32 tensors to {out_path}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# compare / leaderboard / verify
+
+
+@app.command("compare")
+@handled
+def compare_cmd(
+    targets: List[str] = typer.Argument(..., help="model[/preset]@backend, e.g. megalodon@jax llama@torch"),
+    track: str = typer.Option("fixed-data"),
+    scale: str = typer.Option("dev"),
+    seeds: int = typer.Option(3, help="seeds 0..N-1 per target"),
+    data: Optional[Path] = typer.Option(None, help="dataset folder (default data/<track's dataset>)"),
+    budget: Optional[str] = typer.Option(None, help="override the track budget (unofficial)"),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="runs folder; finished runs there are reused"),
+    report: Optional[Path] = typer.Option(None, help="where compare.json/compare.png go (default <out>/<track>/<scale>)"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Same data, batches, evaluator and budget for each target. Example: golf compare megalodon@jax llama@torch --seeds 2"""
+    from harness import compare
+
+    if seeds < 1:
+        raise GolfError("--seeds must be at least 1")
+    parsed = [compare.parse_target(t, scale) for t in targets]
+    if len(set(parsed)) != len(parsed):
+        raise GolfError("the same target is listed twice; list each model@backend once")
+    results = compare.run_all(parsed, seeds, track, scale, data, budget, out_dir, log=lambda m: err.print(m, highlight=False))
+    summary = compare.summarize(results)
+    report_dir = report or (out_dir / track / scale)
+    compare.write_report(summary, results, report_dir, {"track": track, "scale": scale, "seeds": seeds, "budget": budget,
+                                                        "targets": [t.label for t in parsed]})  # fmt: skip
+    if as_json:
+        _print_json(summary)
+        return
+    table = Table(title=f"golf compare — {track} ({scale}), {seeds} seed(s)")
+    for col in ("model", "val_bpb (mean ± std)", "train s", "tokens/s", "model FLOPs", "artifact bytes", "p (best better)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in sorted(summary["rows"], key=lambda r: (r["mean_val_bpb"] if r["n_ok"] else float("inf"))):
+        bpb = f"{r['mean_val_bpb']:.4f} ± {r['std_val_bpb']:.4f}" if r["n_ok"] else "/".join(r["statuses"])
+        p = "best" if r["label"] == summary["best"] else ("–" if r["p_best_better"] is None else f"{r['p_best_better']:.3g}")
+        table.add_row(r["label"], bpb, f"{r['train_seconds']:.1f}", f"{r['tokens_per_second']:,.0f}", f"{r['train_flops']:.3g}",
+                      f"{r['artifact_bytes']:,}" if r["artifact_bytes"] else "–", p)  # fmt: skip
+    out.print(table)
+    for f in summary["framework_effect"]:
+        out.print(f"framework effect, {f['model']}: torch/jax tokens/s = {f['torch_over_jax_tokens_per_s']:.2f}×,"
+                  f" BPB jax − torch = {f['bpb_jax_minus_torch']:+.4f}")  # fmt: skip
+    for m in summary["model_effect"]:
+        p = "–" if m["p"] is None else f"{m['p']:.3g}"
+        out.print(f"model effect, {m['backend']}: {m['better']} beats {m['worse']} by {m['bpb_difference']:.4f} BPB (p={p})")
+    out.print(f"wrote {report_dir / 'compare.json'} and {report_dir / 'compare.png'}")
+
+
+@app.command("leaderboard")
+@handled
+def leaderboard_cmd(
+    runs: Path = typer.Option(Path("runs"), help="runs folder to scan"),
+    track: Optional[str] = typer.Option(None, help="only this track"),
+    fmt: str = typer.Option("md", "--format", help="md | json | html"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write to a file instead of stdout"),
+    include_unofficial: bool = typer.Option(False, "--include-unofficial", help="also rank runs with overridden budgets"),
+):
+    """Per-track boards from verified run records. Example: golf leaderboard --runs runs --format html --out board.html"""
+    from harness import leaderboard
+    from harness.records import atomic_write_bytes
+
+    if fmt not in leaderboard.FORMATS:
+        raise GolfError(f"unknown --format '{fmt}': choose md, json or html")
+    if not runs.is_dir():
+        raise GolfError(f"runs folder {runs} does not exist; run `golf run` or `golf compare` first")
+    collected = leaderboard.collect(runs, track, include_unofficial)
+    for w in collected.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    text = leaderboard.FORMATS[fmt](collected)
+    if out_file:
+        atomic_write_bytes(out_file, text.encode("utf-8"))
+        out.print(f"wrote {out_file}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("verify")
+@handled
+def verify_cmd(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    data: Optional[Path] = typer.Option(None, help="dataset folder (default: the one in run.json)"),
+    backend: Optional[str] = typer.Option(None, help="re-score with this backend (default: the run's)"),
+):
+    """Re-derive a run's result from its files alone. Example: golf verify runs/fixed-data/dev/llama-tiny-torch-s0"""
+    from harness.verify import verify_run
+
+    if not run_dir.is_dir():
+        raise GolfError(f"run directory {run_dir} does not exist")
+    verdict = verify_run(run_dir, data, backend)
+    for line in verdict.failures:
+        err.print(f"[red]FAIL[/] {line}", highlight=False, soft_wrap=True)
+    if not verdict.ok:
+        raise typer.Exit(1)
+    out.print(f"[green]verified[/] {run_dir}: {len(verdict.checks)} checks passed, val_bpb {verdict.recomputed_bpb:.6f} recomputed")
 
 
 def main() -> None:

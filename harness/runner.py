@@ -74,6 +74,13 @@ def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def default_preset(model: str, scale: str) -> str:
+    """Dev runs default to the CPU-sized preset; official runs to the model's 16 MB golf preset."""
+    if scale == "dev":
+        return "tiny"
+    return {"llama": "baseline", "megalodon": "golf16"}.get(model, "baseline")
+
+
 def default_data_dir(dataset_name: str) -> Path:
     return Path("data") / dataset_name
 

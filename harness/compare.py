@@ -1,0 +1,153 @@
+"""`golf compare A B ...`: the same track, data, batches, evaluator and budget for every model@backend.
+
+Each run is its own `golf run` subprocess (one framework per process; no shared thread pools or GPU
+allocators), reused when its result already exists. The summary separates the two effects the harness
+exists to tell apart: the framework ratio (tokens/s of one model in two frameworks) and the model
+difference (BPB of two models in one framework).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import GolfError
+from harness.models import check_name, get_spec
+from harness.plots import plot_compare
+from harness.records import STATUSES, atomic_write_json, default_run_id, read_events, read_json, run_dir
+from harness.runner import default_preset
+from harness.stats import mean_std, welch_one_sided
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str
+    preset: str
+    backend: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.preset}@{self.backend}"
+
+
+def parse_target(text: str, scale: str) -> Target:
+    if "@" not in text:
+        raise GolfError(f"'{text}' must look like model[/preset]@backend, e.g. megalodon@jax or llama/tiny@torch")
+    left, backend = text.rsplit("@", 1)
+    model, _, preset = left.partition("/")
+    preset = preset or default_preset(model, scale)
+    spec = get_spec(model)
+    spec.config(preset)  # validates the preset name
+    check_name("backend", backend)
+    return Target(model, preset, backend)
+
+
+def _run_args(t: Target, seed: int, track: str, scale: str, data: Path | None, budget: str | None, out: Path) -> list[str]:
+    args = ["run", "--track", track, "--scale", scale, "--backend", t.backend, "--model", t.model, "--preset", t.preset,
+            "--seed", str(seed), "--out", str(out), "--json"]  # fmt: skip
+    if data:
+        args += ["--data", str(data)]
+    if budget:
+        args += ["--budget", str(budget)]
+    return args
+
+
+def _existing(d: Path) -> dict | None:
+    try:
+        result = read_json(d / "result.json")
+    except GolfError:
+        return None
+    return result if result.get("status") in STATUSES else None
+
+
+def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Path | None, budget: str | None,
+            out: Path, log=print) -> dict[Target, list[dict]]:  # fmt: skip
+    from harness.tracks import parse_budget
+
+    budget_value = parse_budget(budget)
+    results: dict[Target, list[dict]] = {}
+    for t in targets:
+        for seed in range(seeds):
+            rid = default_run_id(t.model, t.preset, t.backend, seed, budget_value is not None, budget_value)
+            d = run_dir(out, track, scale, rid)
+            found = _existing(d)
+            if found is None:
+                args = _run_args(t, seed, track, scale, data, budget, out)
+                if (d / "checkpoint").exists():
+                    args = ["run", "--resume", str(d), "--json"]
+                elif d.exists():
+                    args.append("--force")
+                log(f"[compare] {t.label} seed {seed}: running")
+                proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE, text=True,
+                                      env={**os.environ})  # fmt: skip
+                found = _existing(d)
+                if found is None:
+                    raise GolfError(f"run {t.label} seed {seed} produced no result (exit {proc.returncode}); see {d}")
+            else:
+                log(f"[compare] {t.label} seed {seed}: reusing {d}")
+            results.setdefault(t, []).append({**found, "_dir": str(d)})
+    return results
+
+
+def summarize(results: dict[Target, list[dict]]) -> dict:
+    rows = []
+    for t, runs in results.items():
+        ok = [r for r in runs if r["status"] == "ok" and r.get("val_bpb") is not None]
+        bpb = [float(r["val_bpb"]) for r in ok]
+        mean, std = mean_std(bpb) if bpb else (math.nan, math.nan)
+        avg = lambda key: sum(float(r[key] or 0) for r in ok) / len(ok) if ok else math.nan  # noqa: E731
+        rows.append({
+            "label": t.label, "model": t.model, "preset": t.preset, "backend": t.backend,
+            "seeds": [r["seed"] for r in runs], "n_ok": len(ok), "statuses": [r["status"] for r in runs],
+            "val_bpb": bpb, "mean_val_bpb": mean, "std_val_bpb": std,
+            "train_seconds": avg("train_seconds"), "tokens_per_second": avg("tokens_per_second"),
+            "train_flops": avg("train_flops"), "train_tokens": avg("train_tokens"),
+            "artifact_bytes": max((int(r["artifact_bytes"]) for r in ok), default=None),
+            "param_count": ok[0].get("param_count") if ok else None,
+            "run_dirs": [r["_dir"] for r in runs],
+        })  # fmt: skip
+    scored = [r for r in rows if r["n_ok"]]
+    best = min(scored, key=lambda r: r["mean_val_bpb"]) if scored else None
+    for r in rows:
+        r["p_best_better"] = None if (best is None or r is best or not r["n_ok"]) else welch_one_sided(best["val_bpb"], r["val_bpb"])
+    framework = []
+    models = {(r["model"], r["preset"]) for r in scored}
+    for m, p in sorted(models):
+        cells = {r["backend"]: r for r in scored if (r["model"], r["preset"]) == (m, p)}
+        if "torch" in cells and "jax" in cells:
+            framework.append({"model": f"{m}/{p}", "torch_over_jax_tokens_per_s":
+                              cells["torch"]["tokens_per_second"] / cells["jax"]["tokens_per_second"],
+                              "bpb_jax_minus_torch": cells["jax"]["mean_val_bpb"] - cells["torch"]["mean_val_bpb"]})  # fmt: skip
+    model_effect = []
+    for backend in sorted({r["backend"] for r in scored}):
+        cells = sorted((r for r in scored if r["backend"] == backend), key=lambda r: r["mean_val_bpb"])
+        for a, b in zip(cells, cells[1:]):
+            model_effect.append({"backend": backend, "better": a["label"], "worse": b["label"],
+                                 "bpb_difference": b["mean_val_bpb"] - a["mean_val_bpb"],
+                                 "p": welch_one_sided(a["val_bpb"], b["val_bpb"])})  # fmt: skip
+    return {"rows": rows, "best": best["label"] if best else None, "framework_effect": framework, "model_effect": model_effect}
+
+
+def write_report(summary: dict, results: dict[Target, list[dict]], report_dir: Path, meta: dict) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(report_dir / "compare.json", {**meta, **summary})
+    curves, finals = {}, {}
+    for t, runs in results.items():
+        ok = [r for r in runs if r["status"] == "ok" and r.get("val_bytes")]
+        if not ok:
+            continue
+        # Train loss in BPB units via the val split's tokens per byte, so curves share an axis with val BPB.
+        tpb = ok[0]["val_tokens"] / ok[0]["val_bytes"]
+        events = [e for e in read_events(Path(ok[0]["_dir"]) / "events.jsonl") if e.get("loss") is not None]
+        curves[t.label] = [{**e, "bpb": e["loss"] / math.log(2) * tpb} for e in events]
+        finals[t.label] = sum(float(r["val_bpb"]) for r in ok) / len(ok)
+    plot_compare(curves, finals, report_dir / "compare.png", title=f"{meta['track']} ({meta['scale']})")
+
+
+def report_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,135 @@
+"""The BPB evaluator: sliding windows over the full val split, float64 sums, parameter-golf byte accounting.
+
+Scored targets are val positions 1..N-1 (every token after the first), each exactly once. The backend
+scorer only maps windows of tokens to per-position NLLs; which positions count is decided here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from harness.data.tokenizer import ByteAccounting
+from harness.errors import GolfError
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+_BYTES_CHUNK = 1 << 22
+
+BOS_POLICY = "BOS targets: NLL summed, 0 bytes (parameter-golf convention)"
+
+
+@dataclass
+class EvalResult:
+    val_nll_sum: float
+    val_tokens: int  # scored targets: val tokens after the first
+    val_bytes: int
+    val_bpb: float
+    val_loss: float
+    eval_seconds: float
+    eval_stride: int
+    eval_context: int
+    policy: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_val_bytes(tokens: np.ndarray, accounting: ByteAccounting) -> int:
+    """The BPB denominator: bytes of every token after the first, each given the token before it."""
+    tokens = np.asarray(tokens)
+    total = 0
+    for start in range(1, len(tokens), _BYTES_CHUNK):
+        end = min(start + _BYTES_CHUNK, len(tokens))
+        total += int(accounting.token_bytes(tokens[start - 1 : end - 1], tokens[start:end]).sum())
+    return total
+
+
+def window_plan(n_tokens: int, context: int, stride: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Return (starts, width, scored): window k reads tokens[starts[k] : starts[k] + width + 1] and
+    scores its last scored[k] targets.
+
+    Full-length windows start every `stride` tokens; the first scores all its targets, later ones their
+    last `stride`. If targets remain past the last full window, one more window is right-aligned to the
+    end so it keeps full context and scores only what is left. Every window has the same width, so
+    batches never need padding; only a split shorter than `context` gives one shorter window.
+    """
+    if context < 1:
+        raise GolfError(f"eval context must be >= 1, got {context}")
+    if not 1 <= stride <= context:
+        raise GolfError(
+            f"eval stride {stride} must lie in [1, context={context}]; use a stride of at most the context"
+        )
+    targets = n_tokens - 1
+    if targets < 1:
+        raise GolfError(f"the val split has {n_tokens} token(s); at least 2 are needed to score anything")
+    width = min(context, targets)
+    starts = np.arange(0, targets - width + 1, stride, dtype=np.int64)
+    scored = np.full(len(starts), stride, dtype=np.int64)
+    scored[0] = width
+    left = targets - (int(starts[-1]) + width)
+    if left > 0:
+        starts = np.append(starts, targets - width)
+        scored = np.append(scored, left)
+    assert int(scored.sum()) == targets
+    return starts, width, scored
+
+
+def policy_text(context: int, stride: int) -> str:
+    kind = "non-overlapping windows" if stride == context else f"sliding windows, stride {stride}"
+    return (
+        f"{kind} of {context} targets; every val token after the first scored exactly once, each with at least"
+        f" {context - stride} tokens of context except in the first window; last window right-aligned to the end;"
+        f" windows cross document boundaries; {BOS_POLICY}"
+    )
+
+
+def evaluate(
+    score_fn: ScoreFn,
+    tokens: np.ndarray,
+    accounting: ByteAccounting,
+    context: int,
+    stride: int = 64,
+    batch_windows: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    t0 = time.perf_counter()
+    tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+    starts, width, scored = window_plan(len(tokens), context, stride)
+    val_bytes = count_val_bytes(tokens, accounting)
+    if val_bytes <= 0:
+        raise GolfError("the val tokens decode to 0 bytes; BPB is undefined (is this the right tokenizer?)")
+    offsets = np.arange(width + 1, dtype=np.int64)
+    columns = np.arange(width, dtype=np.int64)
+    batch_windows = max(1, int(batch_windows))
+    nll_sum = 0.0
+    n_scored = 0
+    for b0 in range(0, len(starts), batch_windows):
+        b1 = min(b0 + batch_windows, len(starts))
+        windows = tokens[starts[b0:b1, None] + offsets]
+        nll = np.asarray(score_fn(windows))
+        if nll.shape != (b1 - b0, width):
+            raise GolfError(
+                f"the scorer returned shape {nll.shape} for windows {windows.shape}; expected {(b1 - b0, width)}"
+            )
+        mask = columns[None, :] >= width - scored[b0:b1, None]
+        picked = nll[mask].astype(np.float64)
+        nll_sum += float(picked.sum())
+        n_scored += picked.size
+        if progress:
+            progress(b1, len(starts))
+    assert n_scored == len(tokens) - 1
+    return EvalResult(
+        val_nll_sum=nll_sum,
+        val_tokens=n_scored,
+        val_bytes=val_bytes,
+        val_bpb=nll_sum / (math.log(2) * val_bytes),
+        val_loss=nll_sum / n_scored,
+        eval_seconds=time.perf_counter() - t0,
+        eval_stride=stride,
+        eval_context=context,
+        policy=policy_text(context, stride),
+    )

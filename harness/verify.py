@@ -1,0 +1,139 @@
+"""`golf verify RUN_DIR`: re-derive a run's result from its files alone.
+
+Checks: result and manifest well-formed; track file and dataset unchanged (sha256) and the dataset's
+train/val documents disjoint; artifact present, its sha256 and size equal to the claim, total under the
+cap; budget honoured per the event log; val_bpb recomputed from the artifact equal to the claim (<= 1e-6
+relative). Every failed check gives one line; the run passes only if none fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.artifact import CAP_BYTES
+from harness.data.dataset import Dataset, verify as verify_dataset
+from harness.errors import GolfError
+from harness.records import atomic_write_json, read_events, read_json, validate_result
+from harness.tracks import load_track
+
+BPB_RTOL = 1e-6
+
+
+class _Skip(Exception):
+    pass
+
+
+@dataclass
+class Verdict:
+    run_dir: Path
+    failures: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    recomputed_bpb: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def check(self, name: str, passed: bool, why: str) -> bool:
+        self.checks.append(name)
+        if not passed:
+            self.failures.append(f"{name}: {why}")
+        return passed
+
+
+def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) -> None:
+    kind, limit = manifest["budget"]["kind"], float(manifest["budget"]["limit"])
+    steps = [e for e in events if "step" in e]
+    if not v.check("events", bool(steps), "events.jsonl holds no training step"):
+        return
+    last = steps[-1]
+    key = {"seconds": "time", "tokens": "tokens", "flops": "flops"}[kind]
+    claimed = {"seconds": result["train_seconds"], "tokens": result["train_tokens"], "flops": result["train_flops"]}[kind]
+    v.check("budget", float(last[key]) <= limit * (1 + 1e-9), f"the log shows {last[key]:g} {kind}, over the limit {limit:g}")
+    v.check("budget-claim", math.isclose(float(last[key]), float(claimed), rel_tol=1e-9, abs_tol=1e-9),
+            f"result claims {claimed:g} {kind} but the log ends at {last[key]:g}")  # fmt: skip
+    v.check("steps", last["step"] == result["steps"], f"result claims {result['steps']} steps, the log ends at {last['step']}")
+    tokens = [e["tokens"] for e in steps]
+    v.check("monotonic", all(a < b for a, b in zip(tokens, tokens[1:])), "event tokens are not increasing")
+    if kind == "tokens":
+        seq = int(manifest["batch"]["seq_len"])
+        exact = (int(limit) // seq) * seq
+        v.check("fixed-data", result["train_tokens"] == exact,
+                f"fixed-data must train exactly {exact:,} tokens, the run trained {result['train_tokens']:,}")  # fmt: skip
+
+
+def verify_run(
+    run_dir: Path, data: Path | None = None, backend: str | None = None, rescore: bool = True, check_data: bool = True
+) -> Verdict:
+    """Full check by default; the leaderboard runs the cheap file checks only (check_data=rescore=False)."""
+    run_dir = Path(run_dir)
+    v = Verdict(run_dir)
+    try:
+        result = read_json(run_dir / "result.json", "result")
+        manifest = read_json(run_dir / "run.json", "run manifest")
+    except GolfError as exc:
+        v.check("files", False, str(exc))
+        return v
+    problems = validate_result(result)
+    if not v.check("result-schema", not problems, "; ".join(problems[:3])):
+        return v
+    if not v.check("status", result["status"] == "ok", f"status is '{result['status']}' ({result.get('reason')})"):
+        return v
+
+    try:
+        track = load_track(manifest["track"])
+        v.check("track-hash", track.sha256 == manifest["track_sha256"],
+                f"tracks/{track.name}.toml changed since the run (sha256 differs); rules may differ")  # fmt: skip
+    except GolfError as exc:
+        v.check("track-hash", False, str(exc))
+
+    data_dir = Path(data) if data else Path(manifest["dataset"]["dir"])
+    dataset = None
+    try:
+        if not check_data:
+            raise _Skip
+        report = verify_dataset(data_dir)
+        v.check("dataset", report["ok"], "; ".join(report.get("problems", [])[:3]) or "dataset verification failed")
+        dataset = Dataset.open(data_dir)
+        v.check("dataset-hash", dataset.manifest_sha256 == manifest["dataset"]["manifest_sha256"],
+                f"dataset at {data_dir} is not the one the run used (manifest sha256 differs)")  # fmt: skip
+    except _Skip:
+        pass
+    except GolfError as exc:
+        v.check("dataset", False, str(exc))
+
+    art_path = run_dir / "artifact.golf"
+    blob = art_path.read_bytes() if art_path.is_file() else None
+    if v.check("artifact", blob is not None, f"{art_path} is missing"):
+        v.check("artifact-hash", hashlib.sha256(blob).hexdigest() == result.get("artifact_sha256"),
+                "artifact.golf is not the artifact the result was computed from (sha256 differs)")  # fmt: skip
+        v.check("artifact-size", len(blob) == result["model_bytes"],
+                f"artifact.golf is {len(blob):,} bytes, result claims {result['model_bytes']:,}")  # fmt: skip
+        total = len(blob) + int(result["code_bytes"])
+        v.check("artifact-total", total == result["artifact_bytes"], f"code + model = {total:,}, result claims {result['artifact_bytes']:,}")
+        cap = int(result.get("artifact_cap_bytes") or CAP_BYTES)
+        v.check("cap", total <= cap, f"artifact total {total:,} bytes is over the {cap:,}-byte cap")
+
+    _budget_check(v, result, manifest, read_events(run_dir / "events.jsonl"))
+
+    if rescore and blob is not None and dataset is not None and not any(f.startswith("artifact") for f in v.failures):
+        from harness.scoring import load_artifact_model, score_weights
+
+        try:
+            loaded = load_artifact_model(blob)
+            res = score_weights(backend or manifest["backend"], loaded.model, loaded.config, loaded.weights, dataset,
+                                int(result["eval_stride"]), label="verify")  # fmt: skip
+            v.recomputed_bpb = res.val_bpb
+            v.check("val_bpb", math.isclose(res.val_bpb, float(result["val_bpb"]), rel_tol=BPB_RTOL, abs_tol=0.0),
+                    f"recomputed val_bpb {res.val_bpb:.8f} differs from the claimed {result['val_bpb']:.8f}")  # fmt: skip
+        except GolfError as exc:
+            v.check("val_bpb", False, str(exc))
+    if v.ok and rescore:
+        atomic_write_json(run_dir / "verify.json", {"ok": True, "artifact_sha256": result.get("artifact_sha256"),
+                                                    "val_bpb": v.recomputed_bpb, "checks": v.checks,
+                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
+    return v

