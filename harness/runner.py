@@ -196,6 +196,9 @@ def _prepare_dir(run: Run) -> None:
 
 
 def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream) -> None:
+    if not is_main_rank():  # the backend may synchronise ranks inside save_checkpoint; only rank 0 writes
+        run.backend.save_checkpoint(state, run.dir / (CHECKPOINT + ".tmp") / "backend")
+        return
     ck = run.dir / CHECKPOINT
     tmp = run.dir / (CHECKPOINT + ".tmp")
     if tmp.exists():
@@ -270,7 +273,8 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
         if kind != "tokens":
             return run.batch_seqs
         remaining = int(run.limit) // run.seq_len - budget.tokens // run.seq_len
-        return min(run.batch_seqs, remaining)
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # a short final batch must still split over ranks
+        return min(run.batch_seqs, remaining) // world * world
 
     try:
         with progress.bar(f"train {spec.model}/{spec.preset}@{spec.backend}", total=run.limit) as update:
@@ -296,7 +300,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                 if not finite:
                     status, reason = "diverged", f"training loss became {last_loss} at step {step}"
                     break
-                if checkpoint_every and step % checkpoint_every == 0 and main:
+                if checkpoint_every and step % checkpoint_every == 0:
                     _save_checkpoint(run, state, budget, stream)
         if main and budget.steps % spec.log_every != 0 and status == "ok":
             events.append({"step": budget.steps, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,

@@ -17,6 +17,7 @@ from harness.data.dataset import Dataset
 from harness.errors import GolfError
 from harness.evaluate import EvalResult, evaluate
 from harness.models import check_weights, get_spec
+from harness.probes import probe_scorer
 
 
 @dataclass
@@ -64,8 +65,9 @@ def score_weights(
     tokens = dataset.val_tokens()
     accounting = dataset.accounting()
     context = int(config["seq_len"])
+    probes = probe_scorer(scorer, tokens, context, int(config["vocab_size"]))
     with progress.bar(label, total=1.0, unit="windows") as update:
-        return evaluate(
+        res = evaluate(
             scorer,
             tokens,
             accounting,
@@ -74,3 +76,7 @@ def score_weights(
             batch_windows=batch_windows,
             progress=lambda done, total: update(done / max(total, 1)),
         )
+    res.policy += (f"; integrity probes passed at {probes['probe_positions']} positions (sum err"
+                   f" {probes['worst_sum_error']:.1e}, nll gap {probes['worst_nll_gap']:.1e},"
+                   f" causal change {probes['worst_causal_change']:.1e})")
+    return res
