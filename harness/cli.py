@@ -420,6 +420,41 @@ def verify_cmd(
     out.print(f"[green]verified[/] {run_dir}: {len(verdict.checks)} checks passed, val_bpb {verdict.recomputed_bpb:.6f} recomputed")
 
 
+@app.command("export")
+@handled
+def export_cmd(
+    run_dirs: List[Path] = typer.Argument(..., help="run directories: the seeds of one configuration"),
+    fmt: str = typer.Option("parameter-golf", "--format", help="parameter-golf"),
+    out_dir: Path = typer.Option(..., "--out", help="records folder to create"),
+    author: str = typer.Option("anonymous", help="submission author"),
+    github_id: str = typer.Option("anonymous", "--github-id"),
+    name: Optional[str] = typer.Option(None, help="submission name (default: model/preset@backend)"),
+    blurb: Optional[str] = typer.Option(None, help="one-paragraph description"),
+):
+    """Write a parameter-golf records folder. Example: golf export runs/fixed-data/dev/llama-tiny-torch-s* --out records/my-run"""
+    from harness import submission
+
+    if fmt != "parameter-golf":
+        raise GolfError(f"unknown --format '{fmt}': only parameter-golf is supported")
+    sub = submission.export(run_dirs, out_dir, author, github_id, name or "golfbench run", blurb or "Exported by golfbench.")
+    out.print(f"wrote {out_dir}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']:.4f} ± {sub['val_bpb_std']:.4f},"
+              f" {sub['bytes_total']:,} bytes")  # fmt: skip
+
+
+@app.command("validate-submission")
+@handled
+def validate_submission_cmd(folder: Path = typer.Argument(..., help="records folder with submission.json")):
+    """Check a records folder against the submission schema and the size rule. Example: golf validate-submission records/my-run"""
+    from harness import submission
+
+    problems = submission.validate_folder(folder)
+    for p in problems:
+        err.print(f"[red]invalid:[/] {p}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"[green]valid[/] {folder}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,1 @@
+"""Framework backends: each subpackage implements harness.backend.Backend for its framework."""

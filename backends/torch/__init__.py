@@ -1,0 +1,1 @@
+"""PyTorch backend: model families, Muon and the train step (see backend.py)."""

@@ -1,0 +1,364 @@
+"""The PyTorch backend: implements harness.backend.Backend for every model family registered in FAMILIES.
+
+A family is a torch module whose ``state_dict()`` is the canonical weight dict (``forward(idx)`` -> logits,
+``forward(idx, targets)`` -> mean cross-entropy) plus its optimizer recipe. To add one (e.g. megalodon), write
+``backends/torch/<name>.py`` and one loader + one FAMILIES entry below; everything else here is shared.
+
+CPU: fp32, deterministic (same seed + same batches -> bit-identical losses). CUDA: bf16 autocast, compiled
+model, SDPA flash attention. Under torchrun the model is wrapped in DDP and each rank trains on its rows of
+the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import platform
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from harness.errors import GolfError
+from harness.init import init_weights
+from harness.models import check_weights, get_spec
+
+HERE = Path(__file__).resolve().parent
+CHECKPOINT_FORMAT = "golfbench-torch-1"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family. ``build(config)`` runs on the meta device and is then filled by ``load_state_dict``:
+    keep everything it needs in parameters (no buffers initialized in the constructor)."""
+
+    build: Callable[[dict], nn.Module]
+    optimizers: Callable[[nn.Module, dict], list[torch.optim.Optimizer]]
+    before_update: Callable[[nn.Module, list, dict, int], None]  # after backward: schedules, clipping
+    files: tuple[str, ...]  # source files (in this folder) whose bytes count toward the artifact cap
+
+
+def _llama() -> Family:
+    from backends.torch import llama, optim
+
+    return Family(llama.GPT, optim.llama_optimizers, optim.llama_before_update,
+                  ("llama.py", "muon.py", "optim.py", "backend.py"))
+
+
+def _megalodon() -> Family:
+    from backends.torch import megalodon, megalodon_optim
+
+    return Family(megalodon.Megalodon, megalodon_optim.megalodon_optimizers, megalodon_optim.megalodon_before_update,
+                  ("megalodon.py", "megalodon_optim.py", "muon.py", "optim.py", "backend.py"))
+
+
+# Loaders, imported on first use, so one family's import error never blocks another.
+FAMILIES: dict[str, Callable[[], Family]] = {"llama": _llama, "megalodon": _megalodon}
+
+
+@cache
+def family(spec_name: str) -> Family:
+    if spec_name not in FAMILIES:
+        raise GolfError(f"the torch backend has no model '{spec_name}': choose one of {', '.join(FAMILIES)}")
+    return FAMILIES[spec_name]()
+
+
+@dataclass
+class TorchState:
+    spec_name: str
+    config: dict
+    model: nn.Module  # the plain module: canonical state_dict, export, checkpoints
+    train_model: Callable  # what the step calls: compiled and/or DDP-wrapped model
+    optimizers: list[torch.optim.Optimizer]
+    device: torch.device
+    family: Family
+    rank: int = 0
+    world: int = 1
+    step: int = 0
+
+
+def _world(distributed: bool) -> tuple[int, int]:
+    """Joins the torchrun process group when asked to and launched that way; (rank, world) otherwise (0, 1)."""
+    if not distributed or not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        return device
+    # CPU runs must reproduce bit for bit; the deterministic kernels cost little on CPU
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, enabled: bool = True):
+    if device.type != "cuda" or not enabled:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # flash first (parameter-golf disables cuDNN attention); the others only where flash cannot run
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]), \
+            torch.autocast("cuda", dtype=torch.bfloat16):
+        yield
+
+
+def _build_model(spec_name: str, config: dict, weights: dict, device: torch.device) -> nn.Module:
+    """Built on the meta device (no wasted random init) and filled with the given canonical weights."""
+    with torch.device("meta"):
+        model = family(spec_name).build(config)
+    model = model.to_empty(device=device)
+    tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) if isinstance(v, np.ndarray) else v
+               for k, v in weights.items()}
+    with torch.no_grad():
+        model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def _tokens(batch: np.ndarray, vocab_size: int, device: torch.device) -> torch.Tensor:
+    batch = np.asarray(batch)
+    if batch.ndim != 2 or batch.shape[1] < 2 or not np.issubdtype(batch.dtype, np.integer):
+        raise ValueError(f"expected integer tokens of shape (B, T+1) with T >= 1, got {batch.dtype} {batch.shape}")
+    lo, hi = int(batch.min()), int(batch.max())
+    if lo < 0 or hi >= vocab_size:
+        raise GolfError(
+            f"token id {hi if hi >= vocab_size else lo} is outside the model's vocabulary [0, {vocab_size}): "
+            "does the dataset's vocab_size match the model's?"
+        )
+    t = torch.from_numpy(batch.astype(np.int64))
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+class TorchScorer:
+    """Per-token NLL (nats) and full next-token log-distributions from a model in eval mode.
+
+    ``precision="fp32"`` (default) is exact enough for the cross-framework parity test; ``"bf16"`` runs the
+    forward under CUDA autocast for speed on big evaluations. Rows are scored in chunks of at most
+    ``max_tokens`` tokens so memory stays bounded whatever batch the evaluator sends.
+    """
+
+    def __init__(self, model: nn.Module, vocab_size: int, device: torch.device, precision: str = "fp32",
+                 max_tokens: int = 1 << 16):
+        if precision not in ("fp32", "bf16"):
+            raise GolfError(f"unknown scorer precision '{precision}': use fp32 or bf16")
+        self.model, self.vocab_size, self.device = model.eval(), vocab_size, device
+        self.amp = precision == "bf16"
+        self.max_tokens = max_tokens
+        self._forward = torch.compile(model) if device.type == "cuda" else model
+
+    def _logprobs(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), _autocast(self.device, self.amp):
+            return torch.log_softmax(self._forward(inputs).float(), dim=-1)
+
+    def _chunks(self, n_rows: int, seq_len: int):
+        step = max(1, self.max_tokens // seq_len)
+        return (slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step))
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        t = _tokens(tokens, self.vocab_size, self.device)
+        out = np.empty((t.size(0), t.size(1) - 1), dtype=np.float32)
+        for rows in self._chunks(t.size(0), t.size(1) - 1):
+            lp = self._logprobs(t[rows, :-1])
+            out[rows] = (-lp.gather(-1, t[rows, 1:, None]).squeeze(-1)).cpu().numpy()
+        return out
+
+    def logprobs(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        t = _tokens(tokens, self.vocab_size, self.device)
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
+        if len(pos) and (pos.min() < 0 or pos[:, 0].max() >= t.size(0) or pos[:, 1].max() >= t.size(1) - 1):
+            raise ValueError(f"positions must be (row, t) with row < {t.size(0)} and t < {t.size(1) - 1}")
+        out = np.empty((len(pos), self.vocab_size), dtype=np.float32)
+        rows = np.unique(pos[:, 0])
+        for chunk in self._chunks(len(rows), t.size(1) - 1):
+            lp = self._logprobs(t[torch.from_numpy(rows[chunk]).to(self.device), :-1]).cpu().numpy()
+            for k, row in enumerate(rows[chunk]):
+                hit = pos[:, 0] == row
+                out[hit] = lp[k, pos[hit, 1]]
+        return out
+
+
+class TorchBackend:
+    name = "torch"
+
+    def models(self) -> list[str]:
+        return list(FAMILIES)
+
+    def devices(self) -> dict[str, Any]:
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            out = {"kind": "cuda", "count": n, "names": [torch.cuda.get_device_name(i) for i in range(n)]}
+        else:  # CPU results are bit-reproducible for a given thread count, so record it
+            out = {"kind": "cpu", "count": 1, "names": [platform.processor() or platform.machine()],
+                   "threads": torch.get_num_threads()}
+        if dist.is_available() and dist.is_initialized():
+            out["world_size"] = dist.get_world_size()
+        return out
+
+    # -- training ------------------------------------------------------------------------------------------
+
+    def init(self, spec_name: str, config: dict, seed: int, distributed: bool = False) -> TorchState:
+        torch.manual_seed(seed)
+        return self._new_state(spec_name, config, init_weights(get_spec(spec_name), config, seed), distributed)
+
+    def _new_state(self, spec_name: str, config: dict, weights: dict, distributed: bool) -> TorchState:
+        fam = family(spec_name)
+        rank, world = _world(distributed)
+        device = _device()
+        model = _build_model(spec_name, config, weights, device)
+        train_model: Callable = model
+        if device.type == "cuda":
+            train_model = torch.compile(model, dynamic=False)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
+        return TorchState(spec_name, dict(config), model, train_model, fam.optimizers(model, config), device,
+                          fam, rank, world)
+
+    def train_step(self, state: TorchState, batch: np.ndarray, lr_scale: float) -> tuple[TorchState, dict]:
+        local = self._local_rows(state, batch)
+        tokens = _tokens(local, state.config["vocab_size"], state.device)
+        for opt in state.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_scale
+        with _autocast(state.device):
+            loss = state.train_model(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        state.family.before_update(state.model, state.optimizers, state.config, state.step)
+        for opt in state.optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)  # between steps the state holds no gradients
+        state.step += 1
+        loss = loss.detach()
+        if state.world > 1:  # every rank has the same number of rows: the global mean is the mean of means
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+            loss = loss / state.world
+        return state, {"loss": float(loss)}
+
+    @staticmethod
+    def _local_rows(state: TorchState, batch: np.ndarray) -> np.ndarray:
+        if state.world == 1:
+            return batch
+        rows = batch.shape[0]
+        if rows % state.world:
+            raise GolfError(f"a batch of {rows} rows does not split over {state.world} ranks: make it a multiple")
+        per = rows // state.world
+        return batch[state.rank * per : (state.rank + 1) * per]
+
+    def warmup(self, state: TorchState, batch: np.ndarray, steps: int = 2) -> TorchState:
+        """Primes compilation and allocator with real steps, then puts back the exact pre-warmup state."""
+        model_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+        opt_states = [copy.deepcopy(opt.state_dict()) for opt in state.optimizers]
+        step = state.step
+        for _ in range(steps):
+            self.train_step(state, batch, 1.0)
+        with torch.no_grad():
+            state.model.load_state_dict(model_state, strict=True)
+        for opt, saved in zip(state.optimizers, opt_states, strict=True):
+            opt.load_state_dict(saved)
+        state.step = step
+        return state
+
+    def export(self, state: TorchState) -> dict[str, np.ndarray]:
+        sd = state.model.state_dict()
+        return {name: sd[name].detach().float().cpu().numpy().copy()
+                for name in get_spec(state.spec_name).shapes(state.config)}
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+
+    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray],
+               precision: str = "fp32") -> TorchScorer:
+        check_weights(get_spec(spec_name), config, weights)
+        device = _device()
+        model = _build_model(spec_name, config, weights, device)
+        return TorchScorer(model, config["vocab_size"], device, precision)
+
+    def compiler_flops(self, state: TorchState, batch: np.ndarray) -> float:
+        """FlopCounterMode over one forward+backward of the whole (global) batch on an eager copy of the model.
+
+        The copy keeps the live state untouched and sees no compiled graphs or DDP hooks. Note that torch
+        counts SDPA as full (non-causal) attention.
+        """
+        from torch.utils import flop_counter
+
+        # torch registers the CUDA attention kernels only; give the CPU flash kernels the same formulas
+        aten = torch.ops.aten
+        cpu_sdpa = {
+            "_scaled_dot_product_flash_attention_for_cpu":
+                lambda q, k, v, *_, **__: flop_counter.sdpa_flop_count(q, k, v),
+            "_scaled_dot_product_flash_attention_for_cpu_backward":
+                lambda g, q, k, v, *_, **__: flop_counter.sdpa_backward_flop_count(g, q, k, v),
+        }
+        mapping = {getattr(aten, op): fn for op, fn in cpu_sdpa.items() if hasattr(aten, op)}
+        model = copy.deepcopy(state.model)
+        tokens = _tokens(batch, state.config["vocab_size"], state.device)
+        with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter, \
+                _autocast(state.device):
+            model(tokens[:, :-1], tokens[:, 1:]).backward()
+        return float(counter.get_total_flops())
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: TorchState, path: Path) -> None:
+        path = Path(path)
+        if state.rank == 0:  # optimizer state is replicated (Muon keeps all momenta on every rank)
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "spec": state.spec_name,
+                "config": state.config,
+                "step": state.step,
+                "model": state.model.state_dict(),
+                "optimizers": [opt.state_dict() for opt in state.optimizers],
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            try:
+                torch.save(payload, tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        if state.world > 1:
+            dist.barrier()
+
+    def load_checkpoint(self, path: Path, spec_name: str, config: dict) -> TorchState:
+        try:
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise GolfError(f"checkpoint {path} does not exist") from None
+        except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
+            raise GolfError(f"checkpoint {path} is not a readable torch checkpoint ({type(exc).__name__})") from None
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise GolfError(f"checkpoint {path} was not written by the golfbench torch backend")
+        if payload["spec"] != spec_name or payload["config"] != dict(config):
+            changed = sorted(k for k in set(payload["config"]) | set(config)
+                             if payload["config"].get(k) != config.get(k))
+            raise GolfError(
+                f"checkpoint {path} is for {payload['spec']} with another config (differs in {changed[:5]}): "
+                "resume with the run's original model and preset"
+            )
+        distributed = dist.is_available() and dist.is_initialized()
+        state = self._new_state(spec_name, config, payload["model"], distributed)
+        for opt, saved in zip(state.optimizers, payload["optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        state.step = int(payload["step"])
+        return state
+
+    def code_files(self, spec_name: str) -> list[Path]:
+        return [HERE / name for name in family(spec_name).files]
+
+
+BACKEND = TorchBackend()

@@ -1,0 +1,207 @@
+"""Export runs as a parameter-golf records folder, and validate such folders.
+
+`submission.json` follows harness/schemas/submission.schema.json (one spelling per track, every field typed)
+and is validated before it is written; the folder is assembled in a temp dir and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from harness.artifact import CAP_BYTES
+from harness.errors import GolfError
+from harness.records import atomic_write_bytes, dumps, read_events, read_json
+from harness.stats import mean_std
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "submission.schema.json"
+_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "null": type(None),
+          "boolean": bool}  # fmt: skip
+
+
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _check(value, sch: dict, where: str, errors: list[str]) -> None:
+    """The subset of JSON Schema our schema uses: type, enum, required, properties, additionalProperties,
+    items, minItems, minLength, maxLength, pattern, minimum, maximum."""
+    types = sch.get("type")
+    if types:
+        names = types if isinstance(types, list) else [types]
+        ok = any(isinstance(value, _TYPES[n]) and not (n in ("integer", "number") and isinstance(value, bool)) for n in names)
+        if not ok:
+            errors.append(f"{where}: expected {' or '.join(names)}, got {type(value).__name__}")
+            return
+    if "enum" in sch and value not in sch["enum"]:
+        errors.append(f"{where}: '{value}' is not one of {sch['enum']}")
+    if isinstance(value, str):
+        if len(value) < sch.get("minLength", 0) or len(value) > sch.get("maxLength", 10**9):
+            errors.append(f"{where}: length {len(value)} out of range")
+        if "pattern" in sch and not re.search(sch["pattern"], value):
+            errors.append(f"{where}: '{value}' does not match {sch['pattern']}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in sch and value < sch["minimum"]:
+            errors.append(f"{where}: {value} < minimum {sch['minimum']}")
+        if "maximum" in sch and value > sch["maximum"]:
+            errors.append(f"{where}: {value} > maximum {sch['maximum']}")
+    if isinstance(value, list):
+        if len(value) < sch.get("minItems", 0):
+            errors.append(f"{where}: needs at least {sch['minItems']} items")
+        for i, item in enumerate(value):
+            _check(item, sch.get("items", {}), f"{where}[{i}]", errors)
+    if isinstance(value, dict):
+        for key in sch.get("required", []):
+            if key not in value:
+                errors.append(f"{where}: missing required field '{key}'")
+        props = sch.get("properties", {})
+        extra = sch.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                _check(item, props[key], f"{where}.{key}", errors)
+            elif extra is False:
+                errors.append(f"{where}: unexpected field '{key}'")
+            elif isinstance(extra, dict):
+                _check(item, extra, f"{where}.{key}", errors)
+
+
+def schema_errors(submission: dict) -> list[str]:
+    errors: list[str] = []
+    _check(submission, schema(), "submission", errors)
+    return errors
+
+
+def _train_log(run_dir: Path, manifest: dict, result: dict) -> str:
+    """A parameter-golf-style train log: the manifest first (so a record reproduces from its log), then steps."""
+    lines = [f"# golfbench run {manifest['run_id']}", "# run.json:"]
+    lines += ["# " + ln for ln in dumps(manifest).splitlines()]
+    for e in read_events(run_dir / "events.jsonl"):
+        if "step" in e and e.get("loss") is not None:
+            lines.append(f"step:{e['step']} train_loss:{e['loss']:.4f} train_time:{e['time'] * 1000:.0f}ms"
+                         f" tokens:{e['tokens']} flops:{e['flops']:.4g} lr_scale:{e['lr_scale']:.4f}")  # fmt: skip
+    lines.append(f"final_int8_zstd_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
+    lines.append(f"pre_quant val_bpb:{result['pre_quant_val_bpb']:.8f} eval_time:{result['eval_seconds'] * 1000:.0f}ms")
+    lines.append(f"Total submission size int8+zstd: {result['artifact_bytes']} bytes")
+    return "\n".join(lines) + "\n"
+
+
+def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: str, blurb: str) -> dict:
+    if not run_dirs:
+        raise GolfError("give at least one run directory to export")
+    runs = []
+    for d in run_dirs:
+        result = read_json(Path(d) / "result.json", "result")
+        manifest = read_json(Path(d) / "run.json", "run manifest")
+        if result.get("status") != "ok":
+            raise GolfError(f"run {d} has status '{result.get('status')}'; only ok runs can be exported")
+        runs.append((Path(d), manifest, result))
+    first = runs[0][2]
+    same = ("track", "scale", "backend", "model", "preset", "config_sha256", "eval_stride")
+    for d, _, r in runs[1:]:
+        diff = [k for k in same if r.get(k) != first.get(k)]
+        if diff:
+            raise GolfError(f"run {d} differs from {runs[0][0]} in {diff}: one submission holds seeds of one configuration")
+    seeds = [int(r["seed"]) for _, _, r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise GolfError(f"two runs share a seed ({seeds}); export each seed once")
+    from harness.backend import get_backend
+
+    code_files = get_backend(first["backend"]).code_files(first["model"])
+    bytes_code = sum(len(Path(f).read_bytes()) for f in code_files)
+    bpbs = [float(r["val_bpb"]) for _, _, r in runs]
+    losses = [float(r["val_loss"]) for _, _, r in runs]
+    seed_results = {}
+    for d, _, r in runs:
+        seed_results[str(r["seed"])] = {
+            "val_bpb": r["val_bpb"], "val_loss": r["val_loss"], "pre_quant_val_bpb": r["pre_quant_val_bpb"],
+            "artifact_bytes": int(r["model_bytes"]) + bytes_code, "artifact_file": f"artifact_seed{r['seed']}.golf",
+            "artifact_sha256": r["artifact_sha256"], "steps": int(r["steps"]), "train_tokens": int(r["train_tokens"]),
+            "train_seconds": float(r["train_seconds"]), "eval_seconds": float(r["eval_seconds"]),
+        }  # fmt: skip
+    manifest0 = runs[0][1]
+    cmd = (f"golf run --track {first['track']} --scale {first['scale']} --backend {first['backend']} --model"
+           f" {first['model']} --preset {first['preset']} --seed <SEED>")  # fmt: skip
+    submission = {
+        "author": author, "github_id": github_id, "name": name, "blurb": blurb,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "track": first["track"], "scale": first["scale"],
+        "backend": first["backend"], "model": first["model"], "preset": first["preset"],
+        "val_bpb": mean_std(bpbs)[0], "val_loss": mean_std(losses)[0], "val_bpb_std": mean_std(bpbs)[1],
+        "bytes_total": max(s["artifact_bytes"] for s in seed_results.values()), "bytes_code": bytes_code,
+        "seeds": sorted(seeds), "seed_results": seed_results, "hardware": manifest0["hardware"]["class"],
+        "framework_versions": {k: v for k, v in manifest0["versions"].items()},
+        "eval_stride": int(first["eval_stride"]), "eval_policy": str(first.get("eval_policy", "")), "command": cmd,
+    }  # fmt: skip
+    errors = schema_errors(submission)
+    if errors:
+        raise GolfError(f"the submission would not validate: {errors[0]}")
+    out = Path(out)
+    if out.exists():
+        raise GolfError(f"{out} already exists; choose a new folder (records are never overwritten)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    try:
+        atomic_write_bytes(tmp / "submission.json", (dumps(submission) + "\n").encode())
+        for d, m, r in runs:
+            shutil.copyfile(d / "artifact.golf", tmp / f"artifact_seed{r['seed']}.golf")
+            atomic_write_bytes(tmp / f"train_seed{r['seed']}.log", _train_log(d, m, r).encode())
+        src = tmp / "src"
+        src.mkdir()
+        for f in code_files:
+            shutil.copyfile(f, src / Path(f).name)
+        readme = [f"# {name}", "", blurb, "", f"- track: `{first['track']}` ({first['scale']}), hardware `{submission['hardware']}`",
+                  f"- model: `{first['model']}/{first['preset']}` on the `{first['backend']}` backend of golfbench",
+                  f"- val_bpb: **{submission['val_bpb']:.4f}** ± {submission['val_bpb_std']:.4f} over seeds {sorted(seeds)}",
+                  f"- bytes: {submission['bytes_total']:,} total ({bytes_code:,} code in `src/` + compressed model)",
+                  f"- eval: {submission['eval_policy']}", "", "## Reproduce", "", "```", cmd, "```", "",
+                  "Re-score an artifact: `golf eval artifact_seed<SEED>.golf --data <dataset> --json`;",
+                  "check this folder: `golf validate-submission .`"]  # fmt: skip
+        atomic_write_bytes(tmp / "README.md", ("\n".join(readme) + "\n").encode())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return submission
+
+
+def validate_folder(folder: Path) -> list[str]:
+    """Problems with a records folder (empty = valid): schema, files present, hashes, the size rule."""
+    folder = Path(folder)
+    try:
+        sub = read_json(folder / "submission.json", "submission")
+    except GolfError as exc:
+        return [str(exc)]
+    problems = schema_errors(sub)
+    if problems:
+        return problems
+    import hashlib
+
+    src = folder / "src"
+    code = sum(len(p.read_bytes()) for p in sorted(src.glob("*.py"))) if src.is_dir() else 0
+    if code != sub["bytes_code"]:
+        problems.append(f"bytes_code says {sub['bytes_code']:,} but the source files in src/ hold {code:,} bytes")
+    for seed, r in sub["seed_results"].items():
+        art = folder / r["artifact_file"]
+        if not art.is_file():
+            problems.append(f"{r['artifact_file']} for seed {seed} is missing")
+            continue
+        blob = art.read_bytes()
+        if r.get("artifact_sha256") and hashlib.sha256(blob).hexdigest() != r["artifact_sha256"]:
+            problems.append(f"{r['artifact_file']} does not match its sha256 in submission.json")
+        if len(blob) + sub["bytes_code"] != r["artifact_bytes"]:
+            problems.append(f"seed {seed}: artifact_bytes {r['artifact_bytes']:,} != model {len(blob):,} + code {sub['bytes_code']:,}")
+        if len(blob) + code > CAP_BYTES:
+            problems.append(f"seed {seed}: {len(blob) + code:,} bytes is over the {CAP_BYTES:,}-byte cap")
+        if not (folder / f"train_seed{seed}.log").is_file():
+            problems.append(f"train_seed{seed}.log is missing")
+    if sorted(int(s) for s in sub["seed_results"]) != sorted(sub["seeds"]):
+        problems.append("seeds and seed_results disagree")
+    bpbs = [r["val_bpb"] for r in sub["seed_results"].values()]
+    if abs(mean_std(bpbs)[0] - sub["val_bpb"]) > 1e-9:
+        problems.append(f"val_bpb {sub['val_bpb']} is not the mean of the seed results ({mean_std(bpbs)[0]})")
+    if not (folder / "README.md").is_file():
+        problems.append("README.md is missing")
+    return problems
