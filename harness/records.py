@@ -188,7 +188,7 @@ def hardware(devices: dict) -> dict:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "world_size": int(devices.get("world_size", 1)),
+        "world_size": int(devices.get("world_size", os.environ.get("WORLD_SIZE", 1))),
     }
 
 
