@@ -129,6 +129,14 @@ def _build_model(spec_name: str, config: dict, weights: dict, device: torch.devi
     return model
 
 
+def _micro_rows(state, shape) -> int:
+    """Rows per micro-batch: everything at once on CPU, at most GOLF_MICRO_BATCH_TOKENS (default 65,536) on GPU."""
+    if state.device.type != "cuda":
+        return shape[0]
+    budget = int(os.environ.get("GOLF_MICRO_BATCH_TOKENS", "65536"))
+    return max(1, min(shape[0], budget // max(1, shape[1] - 1)))
+
+
 def _tokens(batch: np.ndarray, vocab_size: int, device: torch.device) -> torch.Tensor:
     batch = np.asarray(batch)
     if batch.ndim != 2 or batch.shape[1] < 2 or not np.issubdtype(batch.dtype, np.integer):
@@ -235,9 +243,17 @@ class TorchBackend:
         for opt in state.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
-        with _autocast(state.device):
-            loss = state.train_model(tokens[:, :-1], tokens[:, 1:])
-        loss.backward()
+        # Gradient accumulation keeps the global batch independent of memory: a 524,288-token step on one GPU
+        # runs as micro-batches; on CPU (small dev batches) it is one pass, bit-identical to no accumulation.
+        chunks = torch.split(tokens, _micro_rows(state, tokens.shape), dim=0)
+        loss = torch.zeros((), device=state.device)
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            sync = contextlib.nullcontext() if last or state.world == 1 else state.train_model.no_sync()
+            with sync, _autocast(state.device):
+                part = state.train_model(chunk[:, :-1], chunk[:, 1:]) * (chunk.shape[0] / tokens.shape[0])
+            part.backward()
+            loss = loss + part.detach()
         state.family.before_update(state.model, state.optimizers, state.config, state.step)
         for opt in state.optimizers:
             opt.step()
