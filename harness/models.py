@@ -132,6 +132,8 @@ def llama_validate(c: dict) -> None:
         raise GolfError("llama config: model_dim must divide by num_heads and num_heads by num_kv_heads")
     if (c["model_dim"] // c["num_heads"]) % 2:
         raise GolfError("llama config: head_dim must be even for rotary embeddings")
+    if c["loops"] != 1:
+        raise GolfError("llama config: loops must be 1 (looping is not defined for the U-Net skips); use megalodon for loops")
 
 
 # ----------------------------------------------------------------------------------------------------------
