@@ -6,6 +6,7 @@ initial model in torch and in JAX: a cross-framework comparison then differs onl
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -15,8 +16,8 @@ from harness.models import ModelSpec
 
 def _rng(seed: int, name: str) -> np.random.Generator:
     # One stream per tensor, keyed by name, so adding a tensor never shifts the others.
-    key = int.from_bytes(name.encode("utf-8"), "little") % (2**63)
-    return np.random.default_rng([seed, key & 0xFFFFFFFF, key >> 32])
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return np.random.default_rng([seed, *np.frombuffer(digest[:16], dtype="<u4").tolist()])
 
 
 def _trunc_normal(rng: np.random.Generator, shape, std: float, bound: float) -> np.ndarray:

@@ -124,3 +124,14 @@ def test_unknown_dtype_and_foreign_format_are_refused():
         art.unpack(_container({"w": {"dtype": "O", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8))
     with pytest.raises(GolfError, match="not made by golfbench"):
         art.unpack(_container({"__metadata__": {"format": "other"}}))
+
+
+def test_canonical_init_draws_an_independent_stream_per_tensor():
+    # Names sharing a long prefix (layers.0.wv.weight / layers.0.wr.weight) must not share random draws.
+    spec = get_spec("megalodon")
+    w = init_weights(spec, spec.config("tiny"), 0)
+    assert not np.array_equal(w["layers.0.wv.weight"], w["layers.0.wr.weight"])
+    assert not np.array_equal(w["layers.0.ffn.w1.weight"], w["layers.0.ffn.w3.weight"])
+    assert not np.array_equal(w["layers.0.cema.alpha"], w["layers.0.cema.delta"])
+    assert np.array_equal(w["layers.0.wv.weight"], init_weights(spec, spec.config("tiny"), 0)["layers.0.wv.weight"])
+    assert not np.array_equal(w["layers.0.wv.weight"], init_weights(spec, spec.config("tiny"), 1)["layers.0.wv.weight"])

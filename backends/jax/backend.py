@@ -1,0 +1,210 @@
+"""The JAX backend (Flax NNX + Optax): the contract of harness/backend.py for the ``llama`` and ``megalodon`` specs.
+
+Every model starts from ``harness.init.init_weights`` (so torch and JAX start identically), trains with one
+jitted step over a data-parallel mesh of ``jax.devices()``, and exports fp32 numpy under the canonical names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from backends.jax.runtime import Placement, Trainer, make_trainer, score_fns
+from harness.errors import GolfError
+from harness.init import init_weights
+from harness.models import check_weights, get_spec
+
+HERE = Path(__file__).resolve().parent
+CODE_FILES = {
+    "llama": ["llama.py", "layers.py"],
+    "megalodon": ["megalodon.py", "cema.py", "timestep_norm.py", "layers.py"],
+}
+CHECKPOINT_FORMAT = "golfbench-jax-checkpoint-1"
+
+
+@dataclasses.dataclass
+class JaxState:
+    """Opaque to the harness: the trainer (compiled step, mesh), params, optimizer state and step count."""
+
+    trainer: Trainer
+    params: dict[str, jax.Array]
+    opt_state: Any
+    step: int
+    seed: int
+
+
+def _host(tree: Any) -> Any:
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def check_tokens(batch: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(B, T+1) integer ids inside the vocabulary, as int32. JAX's gather would silently clamp a bad id."""
+    batch = np.asarray(batch)
+    if batch.ndim != 2 or batch.shape[1] < 2 or not np.issubdtype(batch.dtype, np.integer):
+        raise ValueError(f"expected integer tokens of shape (B, T+1) with T >= 1, got {batch.dtype} {batch.shape}")
+    lo, hi = int(batch.min()), int(batch.max())
+    if lo < 0 or hi >= vocab_size:
+        raise GolfError(
+            f"token id {hi if hi >= vocab_size else lo} is outside the model's vocabulary [0, {vocab_size}): "
+            "does the dataset's vocab_size match the model's?"
+        )
+    return np.ascontiguousarray(batch, dtype=np.int32)
+
+
+class JaxBackend:
+    name = "jax"
+
+    def models(self) -> list[str]:
+        return ["llama", "megalodon"]
+
+    def devices(self) -> dict[str, Any]:
+        devs = jax.devices()
+        # device_kind ("NVIDIA H100 80GB HBM3") matches torch's device names, so both land on one leaderboard
+        return {"kind": jax.default_backend(), "count": len(devs), "names": [getattr(d, "device_kind", str(d)) for d in devs]}
+
+    # -- training -------------------------------------------------------------------------------------------
+
+    def init(self, spec_name: str, config: dict, seed: int, distributed: bool = False, devices=None) -> JaxState:
+        """``distributed`` is a torchrun notion; a single JAX process already drives every local device, so the
+        batch is always sharded over ``devices`` (default: all of ``jax.devices()``)."""
+        spec = get_spec(spec_name)
+        if spec_name not in self.models():
+            raise GolfError(f"the jax backend does not implement model '{spec_name}'")
+        weights = init_weights(spec, config, seed)
+        return self._state_from(spec_name, config, weights, None, 0, seed, devices)
+
+    def _state_from(self, spec_name, config, weights, opt_leaves, step, seed, devices) -> JaxState:
+        check_weights(get_spec(spec_name), config, weights)
+        trainer = make_trainer(spec_name, config, sorted(weights), devices)
+        place = trainer.placement
+        params = place.replicate({k: jnp.asarray(v, jnp.float32) for k, v in weights.items()})
+        opt_state = place.replicate(trainer.recipe.init(params))
+        if opt_leaves is not None:
+            treedef = jax.tree.structure(opt_state)
+            template = jax.tree.leaves(opt_state)
+            if len(opt_leaves) != len(template) or any(a.shape != b.shape for a, b in zip(opt_leaves, template)):
+                raise GolfError("checkpoint optimizer state does not match this model/config; was it saved for another preset?")
+            opt_state = place.replicate(jax.tree.unflatten(treedef, [np.asarray(a) for a in opt_leaves]))
+        return JaxState(trainer, params, opt_state, step, seed)
+
+    def warmup(self, state: JaxState, batch: np.ndarray) -> JaxState:
+        """Compile the step on ``batch``, then restore the exact params/optimizer state from before."""
+        saved = _host((state.params, state.opt_state))
+        self.train_step(state, batch, 1.0)
+        params, opt_state = state.trainer.placement.replicate(saved)
+        return dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step)
+
+    def train_step(self, state: JaxState, batch: np.ndarray, lr_scale: float) -> tuple[JaxState, dict]:
+        """One jitted step. On accelerators the old params/optimizer buffers are donated to the new ones, so
+        only the returned state is valid afterwards (on the CPU the old one stays readable)."""
+        tr = state.trainer
+        tokens, weight = tr.device_batch(check_tokens(batch, tr.config["vocab_size"]))
+        params, opt_state, loss = tr.step_fn(state.params, state.opt_state, tokens, weight, np.float32(lr_scale))
+        new = dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1)
+        return new, {"loss": float(loss)}
+
+    def export(self, state: JaxState) -> dict[str, np.ndarray]:
+        return {k: np.array(v, dtype=np.float32) for k, v in _host(state.params).items()}  # writable copies
+
+    def compiler_flops(self, state: JaxState, batch: np.ndarray) -> float | None:
+        """XLA's own count for one train step (pre-optimization HLO; best effort, loops counted once)."""
+        try:
+            tr = state.trainer
+            tokens, weight = tr.device_batch(check_tokens(batch, tr.config["vocab_size"]))
+            cost = tr.step_fn.lower(state.params, state.opt_state, tokens, weight, np.float32(1.0)).cost_analysis()
+            if isinstance(cost, (list, tuple)):
+                cost = cost[0] if cost else None
+            flops = float(cost["flops"]) if cost and "flops" in cost else None
+            return flops if flops and flops > 0 else None
+        except Exception:  # the count is a cross-check; never let it stop a run
+            return None
+
+    # -- scoring --------------------------------------------------------------------------------------------
+
+    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None) -> "JaxScorer":
+        return JaxScorer(spec_name, config, weights, devices)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: JaxState, path: Path) -> None:
+        """One .npz (no pickle): params under ``param/<name>``, optimizer leaves ``opt/<i>``, step, metadata."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        params, opt_leaves = _host(state.params), jax.tree.leaves(_host(state.opt_state))
+        tr = state.trainer
+        meta = {"format": CHECKPOINT_FORMAT, "spec": tr.spec_name, "config": tr.config, "seed": state.seed}
+        arrays = {f"param/{k}": v for k, v in params.items()}
+        arrays.update({f"opt/{i:05d}": np.asarray(a) for i, a in enumerate(opt_leaves)})
+        arrays["step"] = np.asarray(state.step, np.int64)
+        arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append ".npz" to the name
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Path, spec_name: str, config: dict, devices=None) -> JaxState:
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise GolfError(f"cannot read JAX checkpoint {path}: {exc}") from None
+        meta = json.loads(bytes(data.get("meta", np.zeros(0, np.uint8))).decode("utf-8") or "{}")
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise GolfError(f"{path} is not a golfbench JAX checkpoint")
+        if meta.get("spec") != spec_name:
+            raise GolfError(f"checkpoint {path} holds model '{meta.get('spec')}', not '{spec_name}'")
+        weights = {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")}
+        opt_leaves = [data[k] for k in sorted(k for k in data if k.startswith("opt/"))]
+        return self._state_from(spec_name, config, weights, opt_leaves, int(data["step"]), int(meta.get("seed", 0)), devices)
+
+    def code_files(self, spec_name: str) -> list[Path]:
+        if spec_name not in CODE_FILES:
+            raise GolfError(f"the jax backend does not implement model '{spec_name}'")
+        return [HERE / f for f in CODE_FILES[spec_name]]
+
+
+class JaxScorer:
+    """score(tokens (B, T+1)) -> NLL (B, T) float32; logprobs(tokens, positions (n, 2)) -> (n, V) float32.
+
+    One jitted forward per window shape (shorter windows simply compile once more). Rows are sharded over
+    the devices like training batches (padded to a multiple of the device count, padding dropped after).
+    """
+
+    def __init__(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None):
+        check_weights(get_spec(spec_name), config, weights)
+        self.vocab_size = config["vocab_size"]
+        self.place = Placement(devices)
+        self.params = self.place.replicate({k: jnp.asarray(v, jnp.float32) for k, v in weights.items()})
+        self._nll, self._logprobs = score_fns(spec_name, config)
+
+    def _rows(self, tokens: np.ndarray) -> tuple[jax.Array, int]:
+        padded, n = self.place.pad_rows(tokens)
+        return self.place.put_rows(padded), n
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        device_tokens, n = self._rows(check_tokens(tokens, self.vocab_size))
+        return np.asarray(self._nll(self.params, device_tokens), dtype=np.float32)[:n]
+
+    def logprobs(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Log-distribution of the token after position t of row b, for each (b, t) in ``positions``, from the
+        same forward over ``tokens[:, :-1]`` as ``__call__`` (so the two agree to the bit)."""
+        tokens = check_tokens(tokens, self.vocab_size)
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
+        B, T = tokens.shape[0], tokens.shape[1] - 1
+        if len(pos) and (pos.min() < 0 or pos[:, 0].max() >= B or pos[:, 1].max() >= T):
+            raise ValueError(f"positions must be (row, t) with row < {B} and t < {T}")
+        device_inputs, _ = self._rows(tokens[:, :-1])
+        out = self._logprobs(self.params, device_inputs, jnp.asarray(pos[:, 0]), jnp.asarray(pos[:, 1]))
+        return np.asarray(out, dtype=np.float32)
+
+
+BACKEND = JaxBackend()

@@ -1,0 +1,149 @@
+"""The training recipes of docs/models.md as Optax transformations over the flat {canonical name: array} params.
+
+Muon on the 2-D block matrices, Adam on everything else (embedding, LM head, CEMA, norms, biases, gains),
+mirroring backends/torch exactly:
+- Muon momentum is torch-style Nesterov (buf = m buf + g; step direction g + m buf), without the EMA damping
+  and bias correction of ``optax.contrib.scale_by_muon``, whose early steps would differ from torch's. The
+  momentum m is a function of the step (llama warms it 0.85 -> 0.95), which a fixed optax ``beta`` cannot be.
+- ``optax.contrib.muon`` has one Adam learning rate and turns its Adam into NAdam when Muon is Nesterov;
+  llama needs two Adam rates (embedding vs scalars) and plain Adam. So the labelling is ours
+  (``optax.partition`` by canonical name; the embedding and head are never Muon's), Adam is
+  ``optax.scale_by_adam``, and each leaf's rate is applied last, times the harness's traced ``lr_scale``.
+- Newton-Schulz: 5 quintic steps, coefficients (3.4445, -4.7750, 2.0315), bf16 on GPUs and fp32 on CPU (so
+  CPU runs are exact), update scaled by sqrt(max(1, rows/cols)) of the (out, in) weight.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from backends.jax import llama as jllama
+from backends.jax import megalodon as jmega
+from harness.errors import GolfError
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(g: jax.Array, steps: int, dtype, eps: float = 1e-7) -> jax.Array:
+    """The nearest semi-orthogonal matrix to g, approximately (quintic Newton-Schulz), returned in fp32."""
+    a, b, c = NS_COEFFS
+    x = g.astype(jnp.float32)
+    x = (x / (jnp.linalg.norm(x) + eps)).astype(dtype)  # the iteration converges for singular values <= 1
+    tall = x.shape[0] > x.shape[1]
+    if tall:  # iterate on the smaller Gram matrix
+        x = x.T
+
+    def iterate(_, x):
+        gram = x @ x.T
+        return a * x + (b * gram + c * (gram @ gram)) @ x
+
+    # A rolled loop: XLA compiles the body once instead of `steps` copies (CPU compile time was dominated by
+    # the unrolled iterations); at a handful of iterations the loop overhead is negligible.
+    x = jax.lax.fori_loop(0, steps, iterate, x)
+    return (x.T if tall else x).astype(jnp.float32)
+
+
+class MuonState(NamedTuple):
+    count: jax.Array  # steps taken; drives the momentum schedule
+    buf: Any  # torch-style momentum buffer, one per matrix
+
+
+def scale_by_muon(momentum_at: Callable[[jax.Array], jax.Array], ns_steps: int, ns_dtype) -> optax.GradientTransformation:
+    """Nesterov momentum, then orthogonalization, then the sqrt(max(1, rows/cols)) shape scale.
+
+    Matrices of the same shape (the same projection in every layer) are stacked and orthogonalized by one
+    vmapped Newton-Schulz: a few batched matmuls instead of one small chain per matrix, which keeps the
+    compiled step small (compile time on CPU) and the accelerator busy.
+    """
+
+    def init(params):
+        return MuonState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        m = momentum_at(state.count)
+        buf = jax.tree.map(lambda b, g: m * b + g, state.buf, updates)
+        leaves, treedef = jax.tree.flatten(jax.tree.map(lambda g, b: g + m * b, updates, buf))
+        by_shape: dict[tuple, list[int]] = {}
+        for i, leaf in enumerate(leaves):
+            by_shape.setdefault(tuple(leaf.shape), []).append(i)
+        out: list[Any] = [None] * len(leaves)
+        for (rows, cols), idx in by_shape.items():
+            ortho = jax.vmap(lambda g: orthogonalize(g, ns_steps, ns_dtype))(jnp.stack([leaves[i] for i in idx]))
+            ortho = ortho * math.sqrt(max(1.0, rows / cols))
+            for j, i in enumerate(idx):
+                out[i] = ortho[j]
+        return jax.tree.unflatten(treedef, out), MuonState(state.count + 1, buf)
+
+    return optax.GradientTransformation(init, update)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An optax transformation plus the base learning rate of every leaf (applied times lr_scale)."""
+
+    tx: optax.GradientTransformation
+    lrs: dict[str, float]
+    labels: dict[str, str]
+
+    def init(self, params: dict) -> Any:
+        return self.tx.init(params)
+
+    def update(self, grads: dict, state: Any, params: dict, lr_scale: jax.Array) -> tuple[dict, Any]:
+        updates, state = self.tx.update(grads, state, params)
+        return {k: u * (-self.lrs[k] * lr_scale) for k, u in updates.items()}, state
+
+
+def _ns_dtype():
+    return jnp.bfloat16 if jax.default_backend() == "gpu" else jnp.float32
+
+
+def _build(names: list[str], is_muon, lr_of, momentum_at, config: dict, clip: float) -> Recipe:
+    labels = {n: "muon" if is_muon(n) else "adam" for n in names}
+    parts = optax.partition(
+        {
+            "muon": scale_by_muon(momentum_at, config["muon_backend_steps"], _ns_dtype()),
+            "adam": optax.scale_by_adam(b1=config["beta1"], b2=config["beta2"], eps=config["adam_eps"]),
+        },
+        labels,
+    )
+    tx = optax.chain(optax.clip_by_global_norm(clip), parts) if clip > 0 else parts
+    return Recipe(tx, {n: float(lr_of(n, labels[n])) for n in names}, labels)
+
+
+def llama_momentum(config: dict) -> Callable[[jax.Array], jax.Array]:
+    """Muon momentum at a step (counted from 0): linear from the warm-up start to ``muon_momentum``."""
+    start, end, warm = config["muon_momentum_warmup_start"], config["muon_momentum"], config["muon_momentum_warmup_steps"]
+
+    def momentum_at(step):
+        frac = jnp.minimum(jnp.asarray(step, jnp.float32) / warm, 1.0) if warm > 0 else 1.0
+        return (1.0 - frac) * start + frac * end
+
+    return momentum_at
+
+
+def llama_recipe(names: list[str], config: dict) -> Recipe:
+    def lr_of(name, label):
+        if label == "muon":
+            return config["matrix_lr"]
+        return config["tied_embed_lr"] if name == "tok_emb.weight" else config["scalar_lr"]
+
+    return _build(names, jllama.is_muon_param, lr_of, llama_momentum(config), config, clip=0.0)
+
+
+def megalodon_recipe(names: list[str], config: dict) -> Recipe:
+    if config["weight_decay"]:
+        # docs/models.md's recipe has no weight decay (and the torch backend refuses it too)
+        raise GolfError("megalodon: weight_decay is not part of the recipe in docs/models.md; leave it at 0")
+    momentum = float(config["muon_momentum"])
+    lr_of = lambda name, label: config["matrix_lr"] if label == "muon" else config["adam_lr"]  # noqa: E731
+    return _build(names, jmega.is_muon_param, lr_of, lambda step: momentum, config, clip=float(config["grad_clip"]))
+
+
+RECIPES = {"llama": llama_recipe, "megalodon": megalodon_recipe}

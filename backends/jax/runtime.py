@@ -1,0 +1,197 @@
+"""The functional core: NNX model definitions applied to flat canonical params, the loss, the jitted step, sharding.
+
+Params live as a flat dict {canonical name: array}: the optimizer labels leaves by name, export and
+checkpoints are plain copies, and inside ``jit`` the dict becomes an ``nnx.State`` that ``nnx.merge`` turns
+back into the module (trace-time only, so no Python graph traversal per step).
+
+Devices: a 1-D ``data`` mesh over the devices; the batch rows are sharded over it (NamedSharding P('data')),
+params and optimizer state replicated (P()). XLA inserts the gradient all-reduce. A batch whose rows do not
+divide by the device count is padded with zero-weight rows, so the loss is always the mean over real rows.
+On accelerators a big batch runs as micro-batches (gradient accumulation in a ``lax.scan``), each of them
+sharded over every device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from backends.jax.layers import default_compute_dtype, param_paths, path_name
+from backends.jax.llama import GPT
+from backends.jax.megalodon import Megalodon
+from backends.jax.optim import RECIPES, Recipe
+
+MODELS: dict[str, Callable] = {"llama": GPT, "megalodon": Megalodon}
+
+
+def abstract_model(spec_name: str, config: dict, dtype=None) -> nnx.Module:
+    """The module with shape-only parameters (nothing allocated): its graphdef and canonical param shapes."""
+    dtype = dtype or default_compute_dtype()
+    return nnx.eval_shape(lambda: MODELS[spec_name](config, dtype))
+
+
+def model_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """Canonical name -> shape of every parameter, read from the NNX state paths."""
+    return {path_name(path): tuple(v.shape) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def make_apply(spec_name: str, config: dict, dtype=None) -> Callable[[dict, jax.Array], jax.Array]:
+    """apply(params, idx (B, T)) -> fp32 logits (B, T, V), for flat canonical params."""
+    graphdef = nnx.graphdef(abstract_model(spec_name, config, dtype))
+
+    def apply(params: dict, idx: jax.Array) -> jax.Array:
+        state = nnx.from_flat_state([(param_paths(name), params[name]) for name in sorted(params)])
+        return nnx.merge(graphdef, state)(idx)
+
+    return apply
+
+
+_SCORE_FNS: dict[tuple, tuple] = {}
+
+
+def score_fns(spec_name: str, config: dict) -> tuple[Callable, Callable]:
+    """Jitted (nll(params, tokens (B, T+1)), logprobs(params, idx, rows, ts)), cached per (spec, config)."""
+    key = (spec_name, json.dumps(config, sort_keys=True))
+    if key not in _SCORE_FNS:
+        apply = make_apply(spec_name, config)
+        nll = jax.jit(lambda p, tokens: token_nll(apply(p, tokens[:, :-1]), tokens[:, 1:]))
+        logprobs = jax.jit(lambda p, idx, rows, ts: jax.nn.log_softmax(apply(p, idx)[rows, ts], axis=-1))
+        _SCORE_FNS[key] = (nll, logprobs)
+    return _SCORE_FNS[key]
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """-log softmax(logits)[target], fp32, same shape as targets."""
+    logits = logits.astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    return logz - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+
+
+class Placement:
+    """Where arrays go: rows sharded over a 1-D data mesh, everything else replicated."""
+
+    def __init__(self, devices=None):
+        self.devices = list(devices) if devices is not None else jax.devices()
+        self.mesh = Mesh(np.array(self.devices), ("data",))
+        self.rows = NamedSharding(self.mesh, P("data"))  # (B, ...) arrays: rows split over the devices
+        self.micro = NamedSharding(self.mesh, P(None, "data"))  # (k, B, ...) micro-batches: the same, per micro-batch
+        self.replicated = NamedSharding(self.mesh, P())
+
+    @property
+    def count(self) -> int:
+        return len(self.devices)
+
+    def replicate(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.replicated)
+
+    def pad_rows(self, a: np.ndarray) -> tuple[np.ndarray, int]:
+        """Zero rows appended so the row count divides by the device count; returns (padded, real rows)."""
+        n = a.shape[0]
+        extra = (-n) % self.count
+        if extra:
+            a = np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
+        return a, n
+
+    def put_rows(self, a: np.ndarray) -> jax.Array:
+        return jax.device_put(a, self.rows)
+
+    def put_micro(self, a: np.ndarray) -> jax.Array:
+        return jax.device_put(a, self.micro)
+
+
+def default_micro_batch_tokens() -> int | None:
+    """Tokens per device per micro-batch: unlimited on CPU (dev batches are small, and one pass keeps CPU runs
+    bit-identical), GOLF_MICRO_BATCH_TOKENS (default 65,536, as the torch backend) on accelerators, so a
+    524,288-token step fits one device by gradient accumulation."""
+    if jax.default_backend() == "cpu":
+        return None
+    return int(os.environ.get("GOLF_MICRO_BATCH_TOKENS", "65536"))
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """The compiled pieces of one (spec, config, devices): the recipe and the jitted train step."""
+
+    spec_name: str
+    config: dict
+    placement: Placement
+    recipe: Recipe
+    step_fn: Any  # jitted (params, opt_state, batch (k, R, T+1), row_weight (k, R), lr_scale) -> (params, opt, loss)
+    micro_tokens: int | None = None
+
+    def device_batch(self, batch: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """(B, T+1) -> (k, R, T+1) micro-batches with (k, R) row weights, each micro-batch's rows sharded over
+        the devices. Rows added to make the split even carry weight 0."""
+        batch = np.ascontiguousarray(batch, dtype=np.int32)
+        B, T = batch.shape[0], batch.shape[1] - 1
+        n = self.placement.count
+        per_device = -(-B // n)
+        k = 1
+        if self.micro_tokens:
+            k = -(-per_device // max(1, min(per_device, self.micro_tokens // T)))
+        rows = -(-per_device // k) * n  # rows per micro-batch, a multiple of the device count
+        padded = np.zeros((k * rows, T + 1), np.int32)
+        padded[:B] = batch
+        weight = (np.arange(k * rows) < B).astype(np.float32)
+        return self.placement.put_micro(padded.reshape(k, rows, T + 1)), self.placement.put_micro(weight.reshape(k, rows))
+
+
+_TRAINERS: dict[tuple, Trainer] = {}
+
+
+def make_trainer(spec_name: str, config: dict, names: list[str], devices=None) -> Trainer:
+    """Cached per (spec, config, params, devices): a fresh init or a loaded checkpoint reuses the compiled step."""
+    devices = list(devices) if devices is not None else jax.devices()
+    key = (spec_name, json.dumps(config, sort_keys=True), tuple(names), tuple(d.id for d in devices))
+    if key not in _TRAINERS:
+        _TRAINERS[key] = _build_trainer(spec_name, dict(config), names, devices)
+    return _TRAINERS[key]
+
+
+def _build_trainer(spec_name: str, config: dict, names: list[str], devices) -> Trainer:
+    placement = Placement(devices)
+    recipe = RECIPES[spec_name](names, config)
+    apply = make_apply(spec_name, config)
+
+    def step(params, opt_state, batch, row_weight, lr_scale):
+        # The loss is the mean NLL over the real rows of the whole batch, whatever the micro-batch split.
+        denom = jnp.sum(row_weight) * (batch.shape[-1] - 1)
+
+        def micro_loss(p, tokens, weight):
+            nll = token_nll(apply(p, tokens[:, :-1]), tokens[:, 1:])
+            return jnp.sum(nll * weight[:, None]) / denom
+
+        grad_fn = jax.value_and_grad(micro_loss)
+        if batch.shape[0] == 1:  # one pass: no loop in the graph
+            loss, grads = grad_fn(params, batch[0], row_weight[0])
+        else:  # gradient accumulation, one micro-batch at a time (the shape is static, so this is trace-time)
+
+            def accumulate(carry, micro):
+                loss, grads = carry
+                part, g = grad_fn(params, *micro)
+                return (loss + part, jax.tree.map(jnp.add, grads, g)), None
+
+            zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+            (loss, grads), _ = jax.lax.scan(accumulate, zero, (batch, row_weight))
+        updates, opt_state = recipe.update(grads, opt_state, params, lr_scale)
+        return jax.tree.map(jnp.add, params, updates), opt_state, loss
+
+    repl, micro = placement.replicated, placement.micro
+    # Donating the old params/opt state lets XLA update them in place on accelerators; the CPU client
+    # cannot use donated buffers and would only warn.
+    donate = (0, 1) if jax.default_backend() != "cpu" else ()
+    step_fn = jax.jit(
+        step,
+        in_shardings=(repl, repl, micro, micro, repl),
+        out_shardings=(repl, repl, repl),
+        donate_argnums=donate,
+    )
+    return Trainer(spec_name, config, placement, recipe, step_fn, default_micro_batch_tokens())
