@@ -47,13 +47,16 @@ def parse_target(text: str, scale: str) -> Target:
     return Target(model, preset, backend)
 
 
-def _run_args(t: Target, seed: int, track: str, scale: str, data: Path | None, budget: str | None, out: Path) -> list[str]:
+def _run_args(t: Target, seed: int, track: str, scale: str, data: Path | None, budget: str | None, out: Path,
+              eval_stride: int | None = None) -> list[str]:  # fmt: skip
     args = ["run", "--track", track, "--scale", scale, "--backend", t.backend, "--model", t.model, "--preset", t.preset,
             "--seed", str(seed), "--out", str(out), "--json"]  # fmt: skip
     if data:
         args += ["--data", str(data)]
     if budget:
         args += ["--budget", str(budget)]
+    if eval_stride:
+        args += ["--eval-stride", str(eval_stride)]
     return args
 
 
@@ -65,19 +68,39 @@ def _existing(d: Path) -> dict | None:
     return result if result.get("status") in STATUSES else None
 
 
+def _mismatch(found: dict, budget: float, eval_stride: int) -> str | None:
+    """Why a finished run in the way was made under other rules than this comparison asks for (None: reusable)."""
+    if found.get("budget_limit") is not None and float(found["budget_limit"]) != budget:
+        return f"budget {float(found['budget_limit']):g} instead of {budget:g}"
+    if found.get("eval_stride") is not None and int(found["eval_stride"]) != eval_stride:
+        return f"eval stride {found['eval_stride']} instead of {eval_stride}"
+    return None
+
+
 def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Path | None, budget: str | None,
-            out: Path, log=print) -> dict[Target, list[dict]]:  # fmt: skip
-    from harness.tracks import parse_budget
+            out: Path, log=print, eval_stride: int | None = None) -> dict[Target, list[dict]]:  # fmt: skip
+    from harness.tracks import load_track, parse_budget
 
     budget_value = parse_budget(budget)
+    if eval_stride is not None and eval_stride < 1:
+        raise GolfError(f"--eval-stride must be a positive number of tokens, got {eval_stride}")
+    rules = load_track(track).scale(scale)
+    want_budget = budget_value if budget_value is not None else float(rules["budget"])
     results: dict[Target, list[dict]] = {}
     for t in targets:
         for seed in range(seeds):
             rid = default_run_id(t.model, t.preset, t.backend, seed, budget_value is not None, budget_value)
             d = run_dir(out, track, scale, rid)
             found = _existing(d)
+            if found is not None:
+                # A run id does not encode every override: never reuse a run scored under other rules.
+                want_stride = min(eval_stride or int(rules["eval_stride"]), int(found.get("eval_context") or 1 << 30))
+                why = _mismatch(found, want_budget, want_stride)
+                if why:
+                    raise GolfError(f"{d} holds a finished run of {t.label} seed {seed} made with {why};"
+                                    " compare into another --out or remove that run")  # fmt: skip
             if found is None:
-                args = _run_args(t, seed, track, scale, data, budget, out)
+                args = _run_args(t, seed, track, scale, data, budget, out, eval_stride)
                 if (d / "checkpoint").exists():
                     args = ["run", "--resume", str(d), "--json"]
                 elif d.exists():

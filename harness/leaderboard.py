@@ -24,6 +24,9 @@ class Entry:
     preset: str
     backend: str
     config_sha256: str
+    budget_limit: float | None = None
+    eval_stride: int | None = None
+    unofficial: bool = False
     runs: list[dict] = field(default_factory=list)
     p_vs_above: float | None = None
 
@@ -54,7 +57,8 @@ class Entry:
     def to_dict(self, rank: int) -> dict:
         return {
             "rank": rank, "model": self.model, "preset": self.preset, "backend": self.backend,
-            "config_sha256": self.config_sha256, "mean_val_bpb": self.mean, "std_val_bpb": self.std,
+            "config_sha256": self.config_sha256, "unofficial": self.unofficial, "budget_limit": self.budget_limit,
+            "eval_stride": self.eval_stride, "mean_val_bpb": self.mean, "std_val_bpb": self.std,
             "seeds": self.seeds, "n_seeds": len(self.runs), "artifact_bytes": self.artifact_bytes,
             "p_vs_above": self.p_vs_above, "rescored": self.verified, "record_eligible": len(self.runs) >= 3,
             "run_dirs": [r["_dir"] for r in self.runs],
@@ -107,7 +111,9 @@ def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool =
             rescored = False
         result = {**result, "_dir": str(run_dir), "_rescored": rescored}
         board_key = (result["track"], result["scale"], result.get("hardware_class", "unknown"))
-        entry_key = (result["model"], result["preset"], result["backend"], result.get("config_sha256", ""))
+        # Seeds group only under identical rules: an overridden budget or stride is another entry, never a seed.
+        entry_key = (result["model"], result["preset"], result["backend"], result.get("config_sha256", ""),
+                     result.get("budget_limit"), result.get("eval_stride"), bool(result["unofficial"]))  # fmt: skip
         entries = groups.setdefault(board_key, {})
         entries.setdefault(entry_key, Entry(*entry_key)).runs.append(result)
     boards = []
@@ -117,6 +123,11 @@ def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool =
             entry.p_vs_above = welch_one_sided(above.bpbs, entry.bpbs)
         boards.append(Board(tr, sc, hw, ranked))
     return Collected(boards, warnings, skipped)
+
+
+def _label(e: Entry) -> str:
+    return f"{e.model}/{e.preset}" + (f" (unofficial, budget {e.budget_limit:g})" if e.unofficial and e.budget_limit else
+                                       " (unofficial)" if e.unofficial else "")  # fmt: skip
 
 
 def _p(p: float | None) -> str:
@@ -131,7 +142,7 @@ def to_markdown(collected: Collected) -> str:
                   "|---:|---|---|---:|---:|---:|---:|---:|:---:|"]  # fmt: skip
         for i, e in enumerate(b.entries, 1):
             lines.append(
-                f"| {i} | {e.model}/{e.preset} | {e.backend} | {e.mean:.4f} | {e.std:.4f} | {len(e.runs)} |"
+                f"| {i} | {_label(e)} | {e.backend} | {e.mean:.4f} | {e.std:.4f} | {len(e.runs)} |"
                 f" {e.artifact_bytes:,} | {_p(e.p_vs_above)} | {'✓' if e.verified else 'files'} |"
             )
         lines.append("")
@@ -164,7 +175,7 @@ def to_html(collected: Collected) -> str:
                      "<th>Model</th><th>Backend</th><th class=n>val_bpb</th><th class=n>Std</th><th class=n>Seeds</th>"
                      "<th class=n>Bytes</th><th class=n>p vs above</th><th>Verified</th></tr>")  # fmt: skip
         for i, e in enumerate(b.entries, 1):
-            parts.append(f"<tr><td class=n>{i}</td><td>{esc(e.model)}/{esc(e.preset)}</td><td>{esc(e.backend)}</td>"
+            parts.append(f"<tr><td class=n>{i}</td><td>{esc(_label(e))}</td><td>{esc(e.backend)}</td>"
                          f"<td class=n>{e.mean:.4f}</td><td class=n>{e.std:.4f}</td><td class=n>{len(e.runs)}</td>"
                          f"<td class=n>{e.artifact_bytes:,}</td><td class=n>{_p(e.p_vs_above)}</td>"
                          f"<td>{'✓ rescored' if e.verified else 'files'}</td></tr>")  # fmt: skip

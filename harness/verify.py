@@ -1,9 +1,11 @@
 """`golf verify RUN_DIR`: re-derive a run's result from its files alone.
 
-Checks: result and manifest well-formed; track file and dataset unchanged (sha256) and the dataset's
-train/val documents disjoint; artifact present, its sha256 and size equal to the claim, total under the
-cap; budget honoured per the event log; val_bpb recomputed from the artifact equal to the claim (<= 1e-6
-relative). Every failed check gives one line; the run passes only if none fails.
+Checks: result and manifest well-formed and describing the same run; an official run used the track's own
+budget, eval stride and dataset; track file and dataset unchanged (sha256) and the dataset's train/val
+documents disjoint; artifact present, its sha256 and size equal to the claim, total under the cap, and
+packed by this run (model, preset, config, run id); budget honoured per the event log; val_bpb recomputed
+from the artifact equal to the claim (<= 1e-6 relative). Every failed check gives one line; the run passes
+only if none fails.
 """
 
 from __future__ import annotations
@@ -66,6 +68,28 @@ def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) 
                 f"fixed-data must train exactly {exact:,} tokens, the run trained {result['train_tokens']:,}")  # fmt: skip
 
 
+def _claims_check(v: Verdict, result: dict, manifest: dict) -> None:
+    """result.json must describe the run that run.json records (a leaderboard trusts these fields)."""
+    fields = ("track", "scale", "backend", "model", "preset", "seed", "unofficial")
+    differ = [k for k in fields if result.get(k) != manifest.get(k)]
+    if result.get("hardware_class") != (manifest.get("hardware") or {}).get("class"):
+        differ.append("hardware_class")
+    v.check("claims", not differ, f"result.json and run.json disagree on {', '.join(differ)}")
+
+
+def _rules_check(v: Verdict, result: dict, manifest: dict, rules: dict) -> None:
+    """An official run must have used the track's own budget, eval stride and dataset."""
+    problems = []
+    if float(manifest["budget"]["limit"]) != float(rules["budget"]):
+        problems.append(f"budget {float(manifest['budget']['limit']):g} is not the track's {float(rules['budget']):g}")
+    stride = min(int(rules["eval_stride"]), int(manifest.get("eval", {}).get("context") or result["eval_stride"]))
+    if int(result["eval_stride"]) != stride:
+        problems.append(f"eval stride {result['eval_stride']} is not the track's {stride}")
+    if manifest["dataset"].get("id") != rules["dataset"]:
+        problems.append(f"dataset '{manifest['dataset'].get('id')}' is not the track's '{rules['dataset']}'")
+    v.check("rules", not problems, "the run claims to be official but its " + "; ".join(problems))
+
+
 def verify_run(
     run_dir: Path, data: Path | None = None, backend: str | None = None, rescore: bool = True, check_data: bool = True
 ) -> Verdict:
@@ -83,11 +107,22 @@ def verify_run(
         return v
     if not v.check("status", result["status"] == "ok", f"status is '{result['status']}' ({result.get('reason')})"):
         return v
+    try:
+        _verify_files(v, run_dir, result, manifest, data, backend, rescore, check_data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or partial record
+        v.check("files", False, f"result.json or run.json has a missing or malformed field ({exc.__class__.__name__}: {exc})")
+    return v
 
+
+def _verify_files(v: Verdict, run_dir: Path, result: dict, manifest: dict, data: Path | None, backend: str | None,
+                  rescore: bool, check_data: bool) -> None:  # fmt: skip
+    _claims_check(v, result, manifest)
     try:
         track = load_track(manifest["track"])
         v.check("track-hash", track.sha256 == manifest["track_sha256"],
                 f"tracks/{track.name}.toml changed since the run (sha256 differs); rules may differ")  # fmt: skip
+        if not manifest.get("unofficial"):
+            _rules_check(v, result, manifest, track.scale(manifest["scale"]))
     except GolfError as exc:
         v.check("track-hash", False, str(exc))
 
@@ -99,8 +134,9 @@ def verify_run(
         report = verify_dataset(data_dir)
         v.check("dataset", report["ok"], "; ".join(report.get("problems", [])[:3]) or "dataset verification failed")
         dataset = Dataset.open(data_dir)
-        v.check("dataset-hash", dataset.manifest_sha256 == manifest["dataset"]["manifest_sha256"],
-                f"dataset at {data_dir} is not the one the run used (manifest sha256 differs)")  # fmt: skip
+        if not v.check("dataset-hash", dataset.manifest_sha256 == manifest["dataset"]["manifest_sha256"],
+                       f"dataset at {data_dir} is not the one the run used (manifest sha256 differs)"):  # fmt: skip
+            dataset = None  # scoring on other data would prove nothing
     except _Skip:
         pass
     except GolfError as exc:
@@ -125,6 +161,13 @@ def verify_run(
 
         try:
             loaded = load_artifact_model(blob)
+            # The artifact names the run that packed it: one copied in from another run is refused unscored.
+            origin = {"model": loaded.model, "preset": loaded.preset, "run_id": loaded.meta.get("run_id"),
+                      "config": loaded.config}  # fmt: skip
+            wrong = [k for k, val in origin.items() if val != manifest.get(k)]
+            if not v.check("artifact-origin", not wrong,
+                           f"artifact.golf was made by another run (its {', '.join(wrong)} differ from run.json)"):  # fmt: skip
+                return
             res = score_weights(backend or manifest["backend"], loaded.model, loaded.config, loaded.weights, dataset,
                                 int(result["eval_stride"]), label="verify")  # fmt: skip
             v.recomputed_bpb = res.val_bpb
@@ -136,4 +179,3 @@ def verify_run(
         atomic_write_json(run_dir / "verify.json", {"ok": True, "artifact_sha256": result.get("artifact_sha256"),
                                                     "val_bpb": v.recomputed_bpb, "checks": v.checks,
                                                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
-    return v

@@ -1,0 +1,260 @@
+"""Run records and `golf verify`: a fresh run passes; every kind of tampering fails with one line per check.
+
+One real run (torch llama/tiny made smaller with --set, fixed-data, 8 steps, on a prefix of the Shakespeare
+dataset so every re-scoring is quick) is made once; each tampering test works on its own copy of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.data.manifest import read_manifest, sha256_file, write_manifest
+from harness.data.shards import read_shard, write_shard
+from harness.records import read_events
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+MICRO = ["--set", "num_layers=2", "--set", "model_dim=64", "--set", "num_heads=2", "--set", "num_kv_heads=1",
+         "--set", "train_batch_tokens=1024"]  # fmt: skip
+BUDGET = 8192
+
+
+def golf(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def small_dataset(src: Path, dst: Path, train_tokens: int, val_tokens: int = 4096) -> Path:
+    """A prefix of the session's Shakespeare dataset, rewritten as a complete dataset (same id and tokenizer,
+    fresh counts and hashes) so that scoring its val split takes a fraction of a second."""
+    manifest, _ = read_manifest(src)
+    dst.mkdir(parents=True)
+    shutil.copy(src / manifest["tokenizer"], dst / manifest["tokenizer"])
+    keep = {"train": train_tokens, "val": val_tokens}
+    for entry in manifest["shards"]:
+        tokens = np.asarray(read_shard(src / entry["file"]))[: keep[entry["split"]]]
+        write_shard(dst / entry["file"], tokens, manifest["vocab_size"])
+        entry.update(tokens=int(len(tokens)), sha256=sha256_file(dst / entry["file"]))
+    manifest["docs"] = {s: [d for d in manifest["docs"][s] if d["offset"] < keep[s]] for s in ("train", "val")}
+    write_manifest(dst, manifest)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def data(shakespeare_dir, tmp_path_factory) -> Path:
+    return small_dataset(shakespeare_dir, tmp_path_factory.mktemp("data") / "shakespeare_sp1024", train_tokens=16_384)
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("runs")
+    res = golf("run", "--track", "fixed-data", "--model", "llama", "--preset", "tiny", "--seed", "0",
+               "--data", data, "--budget", BUDGET, "--eval-stride", "256", *MICRO, "--out", out,
+               "--run-id", "v0", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return out / "fixed-data" / "dev" / "v0", json.loads(res.stdout)
+
+
+@pytest.fixture
+def copy(run, tmp_path):
+    """A private copy of the finished run directory, for a test to tamper with."""
+    return Path(shutil.copytree(run[0], tmp_path / "fixed-data" / "dev" / "v0"))
+
+
+def edit_json(path: Path, **changes) -> dict:
+    obj = json.loads(path.read_text())
+    obj.update(changes)
+    path.write_text(json.dumps(obj, indent=2))
+    return obj
+
+
+def failures(res) -> list[str]:
+    assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("FAIL ") for line in lines), lines
+    return [line[5:].split(":", 1)[0] for line in lines]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the records a run leaves
+
+
+def test_run_json_records_provenance(run, data):
+    d, result = run
+    m = json.loads((d / "run.json").read_text())
+    for pkg in ("python", "numpy", "torch", "jax", "flax", "optax"):
+        assert pkg in m["versions"]
+    assert m["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert m["versions"]["torch"] and m["versions"]["numpy"]
+    assert len(m["git"]["sha"]) == 40 and isinstance(m["git"]["dirty"], bool)
+    assert m["hardware"]["class"] == "cpu" and m["hardware"]["cpu_count"] >= 1
+    assert m["seed"] == 0 and m["backend"] == "torch" and m["model"] == "llama" and m["preset"] == "tiny"
+    from harness.models import get_spec
+
+    full = get_spec("llama").config("tiny", {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1,
+                                             "train_batch_tokens": 1024})  # fmt: skip
+    assert m["config"] == full  # every key, not just the overridden ones
+    assert m["dataset"]["manifest_sha256"] == hashlib.sha256((data / "manifest.json").read_bytes()).hexdigest()
+    assert m["track_sha256"] == hashlib.sha256((ROOT / "tracks" / "fixed-data.toml").read_bytes()).hexdigest()
+    assert m["budget"] == {"kind": "tokens", "limit": BUDGET, "track_default": 262144} and m["unofficial"] is True
+    assert result["config_sha256"] and result["hardware_class"] == "cpu"
+
+
+def test_events_hold_one_line_per_logged_step_and_no_temp_files_remain(run):
+    d, result = run
+    lines = (d / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line is one complete JSON object
+    steps = [e for e in events if "step" in e]
+    assert [e["step"] for e in steps] == [1, 8]  # step 1, every 10th, and the last
+    assert [e["tokens"] for e in steps] == [1024, BUDGET]
+    for e in steps:
+        assert set(e) == {"step", "time", "tokens", "flops", "loss", "lr_scale"}
+    assert steps[-1]["time"] == result["train_seconds"] and steps[-1]["flops"] == result["train_flops"]
+    check = [e for e in events if e.get("event") == "flops_check"]
+    assert len(check) == 1 and check[0]["compiler_step_flops"] > 0
+    assert sorted(p.name for p in d.iterdir()) == ["artifact.golf", "events.jsonl", "loss.png", "result.json", "run.json"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# golf verify
+
+
+def test_verify_passes_on_a_fresh_run(run):
+    d, result = run
+    res = golf("verify", d)
+    assert res.returncode == 0, res.stderr
+    assert "verified" in res.stdout and f"{result['val_bpb']:.6f}" in res.stdout
+    stamp = json.loads((d / "verify.json").read_text())
+    assert stamp["ok"] is True and stamp["artifact_sha256"] == result["artifact_sha256"]
+    assert stamp["val_bpb"] == pytest.approx(result["val_bpb"], rel=1e-9)
+    (d / "verify.json").unlink()  # leave the shared run as it was
+
+
+def test_verify_fails_on_an_edited_val_bpb(copy, run):
+    edit_json(copy / "result.json", val_bpb=run[1]["val_bpb"] - 0.001)
+    assert failures(golf("verify", copy)) == ["val_bpb"]
+
+
+def _other_seed_artifact(d: Path, run_id: str) -> bytes:
+    """A genuine artifact of the same model and config, trained from another seed's initial weights."""
+    from harness.artifact import pack
+    from harness.init import init_weights
+    from harness.models import get_spec
+
+    m = json.loads((d / "run.json").read_text())
+    spec = get_spec("llama")
+    weights = init_weights(spec, m["config"], 1)
+    return pack(weights, spec.is_control, {"model": "llama", "preset": "tiny", "config": m["config"], "backend": "torch",
+                                           "run_id": run_id})  # fmt: skip
+
+
+def test_verify_fails_on_an_artifact_swapped_in(copy):
+    (copy / "artifact.golf").write_bytes(_other_seed_artifact(copy, "v1"))
+    failed = failures(golf("verify", copy))
+    assert "artifact-hash" in failed and "val_bpb" not in failed  # caught before any re-scoring
+
+
+def test_verify_fails_on_a_swapped_artifact_with_matching_hash_claims(copy):
+    # a careful forger also rewrites the hash and sizes; the artifact still names the run that made it
+    blob = _other_seed_artifact(copy, "llama-tiny-torch-s1")
+    (copy / "artifact.golf").write_bytes(blob)
+    code = json.loads((copy / "result.json").read_text())["code_bytes"]
+    edit_json(copy / "result.json", artifact_sha256=hashlib.sha256(blob).hexdigest(), model_bytes=len(blob),
+              artifact_bytes=len(blob) + code)  # fmt: skip
+    assert failures(golf("verify", copy)) == ["artifact-origin"]
+
+
+def test_verify_fails_on_other_weights_under_this_runs_name(copy):
+    # ... and where even the artifact's metadata is forged, the re-scored val_bpb gives it away
+    blob = _other_seed_artifact(copy, "v0")
+    (copy / "artifact.golf").write_bytes(blob)
+    code = json.loads((copy / "result.json").read_text())["code_bytes"]
+    edit_json(copy / "result.json", artifact_sha256=hashlib.sha256(blob).hexdigest(), model_bytes=len(blob),
+              artifact_bytes=len(blob) + code)  # fmt: skip
+    assert failures(golf("verify", copy)) == ["val_bpb"]
+
+
+def test_verify_fails_on_events_claiming_more_tokens_than_the_budget(copy):
+    lines = (copy / "events.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    last.update(tokens=BUDGET + 1024, step=9)
+    lines[-1] = json.dumps(last)
+    (copy / "events.jsonl").write_text("\n".join(lines) + "\n")
+    res = golf("verify", copy)
+    failed = failures(res)
+    assert "budget" in failed and "val_bpb" not in failed
+    assert f"the log shows {BUDGET + 1024:g} tokens, over the limit {BUDGET:g}" in res.stderr
+
+
+def test_verify_fails_when_the_track_or_dataset_differs(copy):
+    m = json.loads((copy / "run.json").read_text())
+    m["track_sha256"] = "0" * 64
+    m["dataset"]["manifest_sha256"] = "1" * 64
+    (copy / "run.json").write_text(json.dumps(m))
+    assert sorted(failures(golf("verify", copy))) == ["dataset-hash", "track-hash"]  # no re-score on other data
+
+
+def test_verify_catches_record_claims_a_leaderboard_would_trust(copy):
+    """The leaderboard's cheap path (no data, no re-scoring) must still refuse inconsistent records."""
+    from harness.verify import verify_run
+
+    assert verify_run(copy, rescore=False, check_data=False).ok
+    edit_json(copy / "result.json", unofficial=False)  # an overridden budget passed off as official
+    v = verify_run(copy, rescore=False, check_data=False)
+    assert [f.split(":")[0] for f in v.failures] == ["claims"] and "unofficial" in v.failures[0]
+    m = edit_json(copy / "run.json", unofficial=False)  # now both claim official: the budget is not the track's
+    v = verify_run(copy, rescore=False, check_data=False)
+    assert [f.split(":")[0] for f in v.failures] == ["rules"]
+    assert "budget 8192 is not the track's 262144" in v.failures[0] and "eval stride 256 is not the track's 64" in v.failures[0]
+    assert m["unofficial"] is False
+    edit_json(copy / "result.json", unofficial=True, steps="eight", seed=3)
+    edit_json(copy / "run.json", unofficial=True)
+    v = verify_run(copy, rescore=False, check_data=False)
+    assert v.failures and v.failures[0].startswith("claims") and "seed" in v.failures[0]
+
+
+def test_verify_errors_are_one_line(tmp_path, copy):
+    res = golf("verify", tmp_path / "missing")
+    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+    (copy / "result.json").write_text('{"status": "ok", "val_bpb": 1.2')  # a partial write
+    assert failures(golf("verify", copy)) == ["files"]
+    (copy / "result.json").unlink()
+    assert failures(golf("verify", copy)) == ["files"]
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
+    from harness import records
+
+    path = tmp_path / "result.json"
+    records.atomic_write_json(path, {"val_bpb": 1.25})
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(records.os, "fsync", disk_full)  # the new bytes are half on their way to disk
+        with pytest.raises(OSError):
+            records.atomic_write_json(path, {"val_bpb": 1.5})
+    assert json.loads(path.read_text()) == {"val_bpb": 1.25}  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left behind
+    records.atomic_write_json(path, {"val_bpb": 1.5})
+    assert json.loads(path.read_text()) == {"val_bpb": 1.5}
+    records.atomic_write_json(path, {"val_bpb": float("nan")})  # JSON has no NaN: written as null, never unparseable
+    assert json.loads(path.read_text()) == {"val_bpb": None}
+
+
+def test_a_torn_last_event_line_is_ignored_by_readers(copy):
+    # a line cut short by a kill is ignored by readers rather than breaking them
+    with open(copy / "events.jsonl", "a") as f:
+        f.write('{"step": 9, "tok')
+    assert [e["step"] for e in read_events(copy / "events.jsonl") if "step" in e] == [1, 8]
