@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -87,14 +89,20 @@ def dequantize(stored: dict[str, np.ndarray], table: dict[str, dict]) -> dict[st
     for name, info in table.items():
         if name not in stored:
             raise GolfError(f"artifact is corrupt: tensor '{name}' is declared but missing")
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+            raise GolfError(f"artifact is corrupt: the tensor table entry for '{name}' is malformed")
         q = stored[name]
-        codec = info["codec"]
+        codec = info.get("codec")
+        scale = stored.get(name + _SCALE)
+        want_scale = {"int8_row": (q.shape[0],) if q.ndim == 2 else None, "int8_tensor": ()}.get(codec, "none")
+        if want_scale != "none" and (scale is None or q.dtype != np.int8 or scale.shape != want_scale):
+            raise GolfError(f"artifact is corrupt: tensor '{name}' ({codec}) has a missing or misshapen scale")
         if codec in ("fp16", "fp32"):
             w = q.astype(np.float32)
         elif codec == "int8_row":
-            w = q.astype(np.float32) * stored[name + _SCALE].astype(np.float32)[:, None]
+            w = q.astype(np.float32) * scale.astype(np.float32)[:, None]
         elif codec == "int8_tensor":
-            w = q.astype(np.float32) * np.float32(stored[name + _SCALE])
+            w = q.astype(np.float32) * np.float32(scale)
         else:
             raise GolfError(f"artifact is corrupt: unknown codec '{codec}' for tensor '{name}'")
         if list(w.shape) != list(info["shape"]):
@@ -108,9 +116,23 @@ def dequantize(stored: dict[str, np.ndarray], table: dict[str, dict]) -> dict[st
 
 
 def _safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    from safetensors.numpy import save
-
-    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+    """A standard safetensors container, written by hand so the same tensors always give the same bytes
+    (safetensors' own writer orders `__metadata__` by a per-process random hash, so artifacts of identical
+    runs differed in sha256 and could differ in compressed size)."""
+    header: dict = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        dtype = next((k for k, v in _DTYPES.items() if np.dtype(v) == a.dtype), None)
+        if dtype is None:
+            raise GolfError(f"tensor '{name}' has dtype {a.dtype}; artifacts hold only {', '.join(_DTYPES)}")
+        data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors' own writer does
+    return len(raw).to_bytes(8, "little") + raw + b"".join(chunks)
 
 
 def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -138,7 +160,7 @@ def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, st
             raise GolfError(f"artifact is corrupt or uses an unsupported dtype for tensor '{name}'") from None
         if any(s < 0 for s in shape):
             raise GolfError(f"artifact is corrupt: tensor '{name}' has a negative dimension")
-        need = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize if shape else np.dtype(dtype).itemsize
+        need = math.prod(shape) * np.dtype(dtype).itemsize
         if not (0 <= start <= end <= len(data)) or end - start != need:
             raise GolfError(
                 f"artifact is corrupt: tensor '{name}' declares {need} bytes at [{start}, {end}) but the container"
@@ -158,20 +180,24 @@ def _decompress(blob: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
         )
     if blob[:4] != ZSTD_MAGIC:
         raise GolfError("artifact is not a golfbench artifact (no zstd frame magic); is this the right file?")
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob))
+    # Fed 1 KiB at a time: one call can inflate by at most ~32,768x (zstd's RLE blocks), so the bound is checked
+    # long before a bomb's output could matter; `eof` tells a complete frame from a truncated one.
+    dobj = zstandard.ZstdDecompressor().decompressobj()
     out = io.BytesIO()
+    step = 1 << 10
+    pos = 0
     try:
-        while True:
-            chunk = reader.read(1 << 20)
-            if not chunk:
-                break
-            out.write(chunk)
+        while pos < len(blob) and not dobj.eof:
+            out.write(dobj.decompress(blob[pos : pos + step]))
+            pos += step
             if out.tell() > limit:
-                raise GolfError(
-                    f"artifact decompresses past {limit} bytes (a decompression bomb?); refused"
-                )
+                raise GolfError(f"artifact decompresses past {limit} bytes (a decompression bomb?); refused")
     except zstandard.ZstdError as exc:
         raise GolfError(f"artifact is truncated or corrupt (zstd: {exc}); re-create or re-download it") from None
+    if not dobj.eof:
+        raise GolfError("artifact is truncated or corrupt (its zstd frame ends early); re-create or re-download it")
+    if dobj.unused_data or pos < len(blob):
+        raise GolfError("artifact is truncated or corrupt (bytes after the end of its zstd frame); re-create or re-download it")
     if out.tell() == 0:
         raise GolfError("artifact is truncated or corrupt (zstd frame decoded to nothing)")
     return out.getvalue()
@@ -215,6 +241,8 @@ def unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
         meta = json.loads(metadata.get("meta", "{}"))
     except (KeyError, json.JSONDecodeError):
         raise GolfError("artifact is corrupt: its tensor table is missing or not JSON") from None
+    if not isinstance(table, dict) or not isinstance(meta, dict):
+        raise GolfError("artifact is corrupt: its tensor table or metadata is not a JSON object")
     weights = CODECS[codec][1](tensors, table)
     return weights, meta
 
@@ -231,7 +259,13 @@ def entries(blob: bytes) -> list[TensorEntry]:
 
 
 def code_bytes(files: list[Path]) -> int:
-    return sum(len(Path(f).read_bytes()) for f in files)
+    total = 0
+    for f in files:
+        try:
+            total += len(Path(f).read_bytes())
+        except OSError as exc:
+            raise GolfError(f"cannot read code file {f}: {exc.strerror}") from None
+    return total
 
 
 def code_digest(files: list[Path]) -> dict[str, str]:
@@ -241,6 +275,15 @@ def code_digest(files: list[Path]) -> dict[str, str]:
 def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES) -> dict:
     total = model_bytes + code
     return {"model_bytes": model_bytes, "code_bytes": code, "total_bytes": total, "cap_bytes": cap, "under_cap": total <= cap}
+
+
+@contextmanager
+def naming(source):
+    """Name the file in every error raised while reading it: `golf eval x.golf` says which file is bad."""
+    try:
+        yield
+    except GolfError as exc:
+        raise GolfError(f"{source}: {exc}") from None
 
 
 def read_artifact(path: Path) -> bytes:

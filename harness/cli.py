@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import GolfError
@@ -34,7 +35,7 @@ def handled(fn):
         try:
             return fn(*args, **kwargs)
         except GolfError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
@@ -44,7 +45,7 @@ def handled(fn):
         except Exception as exc:
             if os.environ.get("GOLF_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {exc.__class__.__name__}: {exc} (rerun with GOLF_DEBUG=1 for a traceback)",
+            err.print(f"[bold red]internal error:[/] {exc.__class__.__name__}: {escape(str(exc))} (rerun with GOLF_DEBUG=1 for a traceback)",
                       highlight=False, soft_wrap=True)  # fmt: skip
             raise typer.Exit(1) from None
 
@@ -131,7 +132,7 @@ def data_verify(
             table.add_row(key, f"{report.get(key):,}" if isinstance(report.get(key), int) and key != "ok" else str(report.get(key)))
         out.print(table)
         for problem in report.get("problems", []):
-            err.print(f"[red]problem:[/] {problem}", highlight=False)
+            err.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if not report["ok"]:
         raise typer.Exit(1)
 
@@ -257,8 +258,11 @@ def eval_cmd(
     from harness.data.dataset import Dataset
     from harness.scoring import load_artifact_model, score_weights
 
+    from harness.artifact import naming
+
     blob = read_artifact(artifact)
-    loaded = load_artifact_model(blob)
+    with naming(artifact):
+        loaded = load_artifact_model(blob)
     dataset = Dataset.open(data)
     name = backend or loaded.backend or "torch"
     res = score_weights(name, loaded.model, loaded.config, loaded.weights, dataset, stride)
@@ -285,21 +289,24 @@ def artifact_inspect(
     from harness.backend import get_backend
 
     blob = art.read_artifact(artifact)
-    loaded_meta = art.unpack(blob)[1]
-    rows = art.entries(blob)
-    table = Table(title=f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec int8)")
+    with art.naming(artifact):
+        loaded_meta = art.unpack(blob)[1]
+        rows = art.entries(blob)
+    table = Table(title=escape(f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec int8)"))
     for col in ("tensor", "shape", "codec", "stored bytes"):
         table.add_column(col, justify="right" if col == "stored bytes" else "left")
     for e in rows:
-        table.add_row(e.name, "×".join(map(str, e.shape)), e.codec, f"{e.stored_bytes:,}")
+        table.add_row(escape(e.name), "×".join(map(str, e.shape)), escape(e.codec), f"{e.stored_bytes:,}")
     out.print(table)
-    files = code or get_backend(loaded_meta.get("backend", "torch")).code_files(loaded_meta["model"])
+    files = code or get_backend(str(loaded_meta.get("backend") or "torch")).code_files(str(loaded_meta.get("model")))
     size = art.size_report(len(blob), art.code_bytes(files))
     raw = sum(e.stored_bytes for e in rows)
     out.print(f"stored (uncompressed) {raw:,} B → compressed model {size['model_bytes']:,} B + code {size['code_bytes']:,} B"
               f" = [bold]{size['total_bytes']:,} B[/] of {size['cap_bytes']:,} B cap "
               + ("[green]under the cap[/]" if size["under_cap"] else "[red]OVER THE CAP[/]"))  # fmt: skip
     if not size["under_cap"]:
+        err.print(f"[bold red]error:[/] {escape(str(artifact))} totals {size['total_bytes']:,} bytes (model + code), over the"
+                  f" {size['cap_bytes']:,}-byte cap; shrink the model or the code", highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(1)
 
 
@@ -315,7 +322,9 @@ def artifact_unpack(
     from harness import artifact as art
     from harness.records import atomic_write_bytes
 
-    weights, meta = art.unpack(art.read_artifact(artifact))
+    blob = art.read_artifact(artifact)
+    with art.naming(artifact):
+        weights, meta = art.unpack(blob)
     atomic_write_bytes(out_path, save(weights, metadata={"model": str(meta.get("model")), "preset": str(meta.get("preset")),
                                                          "config": json.dumps(meta.get("config", {}))}))  # fmt: skip
     out.print(f"wrote {len(weights)} fp32 tensors to {out_path}")
@@ -334,6 +343,7 @@ def compare_cmd(
     seeds: int = typer.Option(3, help="seeds 0..N-1 per target"),
     data: Optional[Path] = typer.Option(None, help="dataset folder (default data/<track's dataset>)"),
     budget: Optional[str] = typer.Option(None, help="override the track budget (unofficial)"),
+    eval_stride: Optional[int] = typer.Option(None, "--eval-stride", help="override the eval stride for every run (unofficial)"),
     out_dir: Path = typer.Option(Path("runs"), "--out", help="runs folder; finished runs there are reused"),
     report: Optional[Path] = typer.Option(None, help="where compare.json/compare.png go (default <out>/<track>/<scale>)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -346,10 +356,13 @@ def compare_cmd(
     parsed = [compare.parse_target(t, scale) for t in targets]
     if len(set(parsed)) != len(parsed):
         raise GolfError("the same target is listed twice; list each model@backend once")
-    results = compare.run_all(parsed, seeds, track, scale, data, budget, out_dir, log=lambda m: err.print(m, highlight=False))
+    # markup=False: "[compare]" is the log's prefix, not a rich style tag
+    results = compare.run_all(parsed, seeds, track, scale, data, budget, out_dir, eval_stride=eval_stride,
+                              log=lambda m: err.print(m, highlight=False, markup=False))  # fmt: skip
     summary = compare.summarize(results)
     report_dir = report or (out_dir / track / scale)
     compare.write_report(summary, results, report_dir, {"track": track, "scale": scale, "seeds": seeds, "budget": budget,
+                                                        "eval_stride": eval_stride,
                                                         "targets": [t.label for t in parsed]})  # fmt: skip
     if as_json:
         _print_json(summary)
@@ -391,7 +404,7 @@ def leaderboard_cmd(
         raise GolfError(f"runs folder {runs} does not exist; run `golf run` or `golf compare` first")
     collected = leaderboard.collect(runs, track, include_unofficial)
     for w in collected.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     text = leaderboard.FORMATS[fmt](collected)
     if out_file:
         atomic_write_bytes(out_file, text.encode("utf-8"))
@@ -414,7 +427,7 @@ def verify_cmd(
         raise GolfError(f"run directory {run_dir} does not exist")
     verdict = verify_run(run_dir, data, backend)
     for line in verdict.failures:
-        err.print(f"[red]FAIL[/] {line}", highlight=False, soft_wrap=True)
+        err.print(f"[red]FAIL[/] {escape(line)}", highlight=False, soft_wrap=True)
     if not verdict.ok:
         raise typer.Exit(1)
     out.print(f"[green]verified[/] {run_dir}: {len(verdict.checks)} checks passed, val_bpb {verdict.recomputed_bpb:.6f} recomputed")
@@ -449,7 +462,7 @@ def validate_submission_cmd(folder: Path = typer.Argument(..., help="records fol
 
     problems = submission.validate_folder(folder)
     for p in problems:
-        err.print(f"[red]invalid:[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"[red]invalid:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     out.print(f"[green]valid[/] {folder}")

@@ -27,7 +27,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def check_name(kind: str, value: str) -> str:
     """Names become path parts of run directories: refuse separators, '..' and odd characters."""
-    if not _NAME_RE.match(value or "") or ".." in value:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
         raise GolfError(
             f"invalid {kind} '{value}': use letters, digits, '_', '-' or '.' (no path separators or '..')"
         )
@@ -309,7 +309,12 @@ class ModelSpec:
         for key, value in (overrides or {}).items():
             if key not in cfg:
                 raise GolfError(f"unknown config key '{key}' for model '{self.name}': see `golf models`")
-            cfg[key] = type(cfg[key])(value) if not isinstance(cfg[key], bool) else bool(value)
+            try:
+                cfg[key] = type(cfg[key])(value) if not isinstance(cfg[key], bool) else bool(value)
+            except (TypeError, ValueError):
+                raise GolfError(
+                    f"config key '{key}' of model '{self.name}' must be {type(cfg[key]).__name__}, got {value!r}"
+                ) from None
         self.validate_fn(cfg)
         return cfg
 
@@ -362,5 +367,6 @@ def check_weights(spec: ModelSpec, config: dict, weights: dict) -> None:
     for name, shape in expected.items():
         if tuple(weights[name].shape) != tuple(shape):
             raise GolfError(
-                f"weight '{name}' has shape {tuple(weights[name].shape)}, {spec.name} expects {tuple(shape)}"
+                f"weight '{name}' has shape {tuple(weights[name].shape)}, {spec.name} expects {tuple(shape)};"
+                " was the artifact built for another model/preset?"
             )

@@ -94,11 +94,11 @@ class Run:
         self.scale = self.track.scale(spec.scale)
         self.model_spec = get_spec(spec.model)
         self.config = self.model_spec.config(spec.preset, spec.overrides)
-        self.backend = get_backend(spec.backend)
-        if spec.model not in self.backend.models():
-            raise GolfError(
-                f"backend '{spec.backend}' does not implement model '{spec.model}' (it has: {', '.join(self.backend.models())})"
-            )
+        if spec.eval_stride is not None and spec.eval_stride < 1:
+            raise GolfError(f"--eval-stride must be a positive number of tokens, got {spec.eval_stride}")
+        run_id = spec.run_id or default_run_id(spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget)
+        self.dir = run_dir(Path(spec.out), self.track.name, spec.scale, run_id)
+        self.run_id = run_id
         data_dir = Path(spec.data) if spec.data else default_data_dir(self.scale["dataset"])
         if not (data_dir / "manifest.json").exists():
             hint = "golf data build shakespeare" if "shakespeare" in str(self.scale["dataset"]) else "golf data fetch fineweb"
@@ -114,11 +114,16 @@ class Run:
                 f"{spec.model}/{spec.preset} has vocab {self.config['vocab_size']} but dataset '{self.dataset.name}'"
                 f" has {self.dataset.vocab_size}"
             )
+        if is_main_rank():  # hashes and token ids, so bad data stops the run before its directory exists
+            self.dataset.check_contents()
+        # The framework import takes seconds: checked after the data, so bad input fails fast.
+        self.backend = get_backend(spec.backend)
+        if spec.model not in self.backend.models():
+            raise GolfError(
+                f"backend '{spec.backend}' does not implement model '{spec.model}' (it has: {', '.join(self.backend.models())})"
+            )
         self.limit = spec.budget if spec.budget is not None else float(self.scale["budget"])
         self.stride = spec.eval_stride or int(self.scale["eval_stride"])
-        run_id = spec.run_id or default_run_id(spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget)
-        self.dir = run_dir(Path(spec.out), self.track.name, spec.scale, run_id)
-        self.run_id = run_id
         self.flops_per_token = self.model_spec.flops_per_token(self.config)
         self.seq_len = int(self.config["seq_len"])
         self.batch_seqs = max(1, int(self.config["train_batch_tokens"]) // self.seq_len)
@@ -302,7 +307,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                     break
                 if checkpoint_every and step % checkpoint_every == 0:
                     _save_checkpoint(run, state, budget, stream)
-        if main and budget.steps % spec.log_every != 0 and status == "ok":
+        if main and budget.steps % spec.log_every != 0 and budget.steps != 1 and status == "ok":  # step 1 is logged
             events.append({"step": budget.steps, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
                            "loss": last_loss, "lr_scale": lr_scale(budget.progress(), warmdown)})  # fmt: skip
     except GolfError:

@@ -36,6 +36,8 @@ def load_artifact_model(blob: bytes) -> ArtifactModel:
         model, preset, config = meta["model"], meta["preset"], meta["config"]
     except KeyError as exc:
         raise GolfError(f"artifact metadata lacks '{exc.args[0]}'; it was not written by `golf run`") from None
+    if not isinstance(config, dict):
+        raise GolfError("artifact metadata 'config' is not a JSON object; it was not written by `golf run`")
     spec = get_spec(model)
     # Rebuild the config from the spec so a tampered metadata block cannot smuggle in unknown keys.
     clean = spec.config(preset, config)

@@ -7,6 +7,7 @@ One schedule serves every track: the learning-rate scale is a function of the bu
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from harness.errors import GolfError
 from harness.models import check_name
 
 TRACKS_DIR = Path(__file__).resolve().parent.parent / "tracks"
+TRACKS_ENV = "GOLF_TRACKS_DIR"  # point golf at another tracks folder (tests, private rule sets)
 BUDGET_KINDS = ("seconds", "tokens", "flops")
 SCALES = ("official", "dev")
 
@@ -40,12 +42,17 @@ class Track:
 
 
 def _parse(path: Path) -> Track:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise GolfError(f"cannot read track file {path}: {exc.strerror}; fix its permissions or restore it") from None
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GolfError(f"track file {path} is malformed TOML ({exc}); fix or restore it") from None
     try:
+        if str(doc["name"]) != path.stem:
+            raise GolfError(f"track file {path} declares name '{doc['name']}'; it must match the file name '{path.stem}'")
         kind = doc["budget_kind"]
         if kind not in BUDGET_KINDS:
             raise GolfError(f"track file {path}: budget_kind '{kind}' must be one of {', '.join(BUDGET_KINDS)}")
@@ -55,6 +62,8 @@ def _parse(path: Path) -> Track:
                 sec = dict(doc[s])
                 sec["budget"] = float(sec["budget"])
                 sec["eval_stride"] = int(sec.get("eval_stride", 64))
+                if not 0 < sec["budget"] < float("inf") or sec["eval_stride"] < 1:
+                    raise GolfError(f"track file {path}: [{s}] budget and eval_stride must be positive; fix or restore it")
                 sec.setdefault("hardware", "any")
                 str(sec["dataset"])
                 scales[s] = sec
@@ -72,12 +81,25 @@ def _parse(path: Path) -> Track:
         raise GolfError(f"track file {path} is missing or has a bad field ({exc}); see tracks/fixed-data.toml") from None
 
 
-def list_tracks(tracks_dir: Path = TRACKS_DIR) -> list[Track]:
+def default_tracks_dir() -> Path:
+    """The repo's tracks/ folder, or $GOLF_TRACKS_DIR when set."""
+    env = os.environ.get(TRACKS_ENV)
+    path = Path(env) if env else TRACKS_DIR
+    if not path.is_dir():
+        raise GolfError(
+            f"tracks folder {path} ({TRACKS_ENV}) does not exist; unset {TRACKS_ENV} or point it at a folder of track TOML files"
+        )
+    return path
+
+
+def list_tracks(tracks_dir: Path | None = None) -> list[Track]:
+    tracks_dir = tracks_dir or default_tracks_dir()
     return [_parse(p) for p in sorted(tracks_dir.glob("*.toml"))]
 
 
-def load_track(name: str, tracks_dir: Path = TRACKS_DIR) -> Track:
+def load_track(name: str, tracks_dir: Path | None = None) -> Track:
     check_name("track", name)
+    tracks_dir = tracks_dir or default_tracks_dir()
     path = tracks_dir / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(tracks_dir.glob("*.toml")))

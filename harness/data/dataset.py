@@ -66,6 +66,9 @@ class Dataset:
             paths[entry["split"]].append(path)
         if not paths["val"]:
             raise GolfError(f"{dataset_dir / MANIFEST_NAME} lists no val shard; {hint}")
+        val_count = sum(int(s["tokens"]) for s in manifest["shards"] if s["split"] == "val")
+        if val_count < 2:
+            raise GolfError(f"{dataset_dir}: the val split has fewer than 2 tokens, nothing to score; {hint}")
         tok_path = dataset_dir / str(manifest["tokenizer"])
         sp = load_tokenizer(tok_path)
         if sp.vocab_size() != vocab:
@@ -84,6 +87,25 @@ class Dataset:
             val_paths=paths["val"],
             id=str(manifest.get("id", name)),
         )
+
+    def check_contents(self) -> None:
+        """What `open` leaves to `verify`, for a run about to start: the tokenizer's and every shard's sha256
+        against the manifest, and every token id below the vocab size (one chunked pass per file)."""
+        hint = fix_hint(self.manifest)
+        if sha256_file(self.tokenizer_path) != self.manifest["tokenizer_sha256"]:
+            raise GolfError(
+                f"tokenizer {self.tokenizer_path} sha256 differs from {MANIFEST_NAME}: it changed since the dataset"
+                f" was built; {hint}"
+            )
+        for entry in self.manifest["shards"]:
+            path = self.path / entry["file"]
+            if sha256_file(path) != entry["sha256"]:
+                raise GolfError(
+                    f"shard {path} sha256 differs from {MANIFEST_NAME}: the file changed since the dataset was built; {hint}"
+                )
+            top = _scan(read_shard(path), self.bos_id)[0]
+            if top >= self.vocab_size:
+                raise GolfError(f"shard {path} holds token id {top} >= vocab size {self.vocab_size}; {hint}")
 
     def accounting(self) -> ByteAccounting:
         return ByteAccounting.from_model(self.tokenizer_path, self.vocab_size)
@@ -237,14 +259,14 @@ def verify(dataset_dir: Path, progress: Callable[[int, int], None] | None = None
     for stray in sorted(dataset_dir.glob(f"{name}_*.bin")):
         if stray.name not in listed:
             problems.append(f"shard {stray} is not listed in {MANIFEST_NAME}; delete it or {hint}")
-    if report["train_tokens"] < 2:
-        problems.append(f"{dataset_dir}: the train split is empty; {hint}")
-    if report["val_tokens"] < 2:
-        problems.append(f"{dataset_dir}: the val split has fewer than 2 tokens, nothing to score; {hint}")
-
     complete = {
         split for split in ("train", "val") if len(streams[split]) == sum(1 for e in shards if e["split"] == split)
     }
+    # A split whose shards could not all be read already has its problem reported; "empty" would only mislead.
+    if report["train_tokens"] < 2 and "train" in complete:
+        problems.append(f"{dataset_dir}: the train split is empty; {hint}")
+    if report["val_tokens"] < 2 and "val" in complete:
+        problems.append(f"{dataset_dir}: the val split has fewer than 2 tokens, nothing to score; {hint}")
     listed_docs = _check_docs(manifest, streams, complete, problems)
     for split in sorted(complete):
         if manifest.get("docs") and listed_docs[split] != bos_counts[split]:
