@@ -356,6 +356,23 @@ def get_spec(name: str) -> ModelSpec:
     return SPECS[name]
 
 
+def check_tokens(batch, vocab_size: int):
+    """A (B, T+1) integer batch inside the vocabulary, as contiguous int32. Both backends call this: an id out of
+    range would silently clamp in a JAX gather and crash deep inside a torch embedding."""
+    import numpy as np
+
+    batch = np.asarray(batch)
+    if batch.ndim != 2 or batch.shape[1] < 2 or not np.issubdtype(batch.dtype, np.integer):
+        raise ValueError(f"expected integer tokens of shape (B, T+1) with T >= 1, got {batch.dtype} {batch.shape}")
+    lo, hi = int(batch.min()), int(batch.max())
+    if lo < 0 or hi >= vocab_size:
+        raise GolfError(
+            f"token id {hi if hi >= vocab_size else lo} is outside the model's vocabulary [0, {vocab_size}): "
+            "does the dataset's vocab_size match the model's?"
+        )
+    return np.ascontiguousarray(batch, dtype=np.int32)
+
+
 def check_weights(spec: ModelSpec, config: dict, weights: dict) -> None:
     """Refuse weights whose names or shapes differ from the spec (before anything is built from them)."""
     expected = spec.shapes(config)

@@ -19,7 +19,7 @@ import numpy as np
 from backends.jax.runtime import Placement, Trainer, make_trainer, score_fns
 from harness.errors import GolfError
 from harness.init import init_weights
-from harness.models import check_weights, get_spec
+from harness.models import check_tokens, check_weights, get_spec
 
 HERE = Path(__file__).resolve().parent
 CODE_FILES = {
@@ -42,20 +42,6 @@ class JaxState:
 
 def _host(tree: Any) -> Any:
     return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def check_tokens(batch: np.ndarray, vocab_size: int) -> np.ndarray:
-    """(B, T+1) integer ids inside the vocabulary, as int32. JAX's gather would silently clamp a bad id."""
-    batch = np.asarray(batch)
-    if batch.ndim != 2 or batch.shape[1] < 2 or not np.issubdtype(batch.dtype, np.integer):
-        raise ValueError(f"expected integer tokens of shape (B, T+1) with T >= 1, got {batch.dtype} {batch.shape}")
-    lo, hi = int(batch.min()), int(batch.max())
-    if lo < 0 or hi >= vocab_size:
-        raise GolfError(
-            f"token id {hi if hi >= vocab_size else lo} is outside the model's vocabulary [0, {vocab_size}): "
-            "does the dataset's vocab_size match the model's?"
-        )
-    return np.ascontiguousarray(batch, dtype=np.int32)
 
 
 class JaxBackend:

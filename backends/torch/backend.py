@@ -27,7 +27,7 @@ from torch import nn
 
 from harness.errors import GolfError
 from harness.init import init_weights
-from harness.models import check_weights, get_spec
+from harness.models import check_tokens, check_weights, get_spec
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = "golfbench-torch-1"
@@ -138,15 +138,7 @@ def _micro_rows(state, shape) -> int:
 
 
 def _tokens(batch: np.ndarray, vocab_size: int, device: torch.device) -> torch.Tensor:
-    batch = np.asarray(batch)
-    if batch.ndim != 2 or batch.shape[1] < 2 or not np.issubdtype(batch.dtype, np.integer):
-        raise ValueError(f"expected integer tokens of shape (B, T+1) with T >= 1, got {batch.dtype} {batch.shape}")
-    lo, hi = int(batch.min()), int(batch.max())
-    if lo < 0 or hi >= vocab_size:
-        raise GolfError(
-            f"token id {hi if hi >= vocab_size else lo} is outside the model's vocabulary [0, {vocab_size}): "
-            "does the dataset's vocab_size match the model's?"
-        )
+    batch = check_tokens(batch, vocab_size)
     t = torch.from_numpy(batch.astype(np.int64))
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
