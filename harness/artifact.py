@@ -40,6 +40,13 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8}
 _SCALE = ".__scale"
 
 
+class CorruptArtifact(GolfError):
+    """A damaged or hostile container: refused, with what to do."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"artifact is corrupt: {what}; re-create it with `golf run` or re-download it")
+
+
 @dataclass
 class TensorEntry:
     name: str
@@ -88,15 +95,15 @@ def dequantize(stored: dict[str, np.ndarray], table: dict[str, dict]) -> dict[st
     out = {}
     for name, info in table.items():
         if name not in stored:
-            raise GolfError(f"artifact is corrupt: tensor '{name}' is declared but missing")
+            raise CorruptArtifact(f"tensor '{name}' is declared but missing")
         if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
-            raise GolfError(f"artifact is corrupt: the tensor table entry for '{name}' is malformed")
+            raise CorruptArtifact(f"the tensor table entry for '{name}' is malformed")
         q = stored[name]
         codec = info.get("codec")
         scale = stored.get(name + _SCALE)
         want_scale = {"int8_row": (q.shape[0],) if q.ndim == 2 else None, "int8_tensor": ()}.get(codec, "none")
         if want_scale != "none" and (scale is None or q.dtype != np.int8 or scale.shape != want_scale):
-            raise GolfError(f"artifact is corrupt: tensor '{name}' ({codec}) has a missing or misshapen scale")
+            raise CorruptArtifact(f"tensor '{name}' ({codec}) has a missing or misshapen scale")
         if codec in ("fp16", "fp32"):
             w = q.astype(np.float32)
         elif codec == "int8_row":
@@ -104,9 +111,9 @@ def dequantize(stored: dict[str, np.ndarray], table: dict[str, dict]) -> dict[st
         elif codec == "int8_tensor":
             w = q.astype(np.float32) * np.float32(scale)
         else:
-            raise GolfError(f"artifact is corrupt: unknown codec '{codec}' for tensor '{name}'")
+            raise CorruptArtifact(f"unknown codec '{codec}' for tensor '{name}'")
         if list(w.shape) != list(info["shape"]):
-            raise GolfError(f"artifact is corrupt: tensor '{name}' has shape {w.shape}, declared {info['shape']}")
+            raise CorruptArtifact(f"tensor '{name}' has shape {w.shape}, declared {info['shape']}")
         out[name] = w
     return out
 
@@ -138,16 +145,16 @@ def _safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str])
 def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Parse by hand so every size is checked before a single tensor byte is touched."""
     if len(blob) < 8:
-        raise GolfError("artifact is corrupt: the container is shorter than its 8-byte header length")
+        raise CorruptArtifact("the container is shorter than its 8-byte header length")
     n = int.from_bytes(blob[:8], "little")
     if n > MAX_HEADER or 8 + n > len(blob):
-        raise GolfError(f"artifact is corrupt: container header claims {n} bytes, file has {len(blob) - 8}")
+        raise CorruptArtifact(f"container header claims {n} bytes, file has {len(blob) - 8}")
     try:
         header = json.loads(blob[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise GolfError("artifact is corrupt: container header is not valid JSON") from None
+        raise CorruptArtifact("container header is not valid JSON") from None
     if not isinstance(header, dict):
-        raise GolfError("artifact is corrupt: container header is not a JSON object")
+        raise CorruptArtifact("container header is not a JSON object")
     meta = header.pop("__metadata__", {}) or {}
     data = memoryview(blob)[8 + n :]
     tensors = {}
@@ -157,13 +164,13 @@ def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, st
             shape = tuple(int(s) for s in info["shape"])
             start, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
-            raise GolfError(f"artifact is corrupt or uses an unsupported dtype for tensor '{name}'") from None
+            raise CorruptArtifact(f"tensor '{name}' has a malformed entry or an unsupported dtype") from None
         if any(s < 0 for s in shape):
-            raise GolfError(f"artifact is corrupt: tensor '{name}' has a negative dimension")
+            raise CorruptArtifact(f"tensor '{name}' has a negative dimension")
         need = math.prod(shape) * np.dtype(dtype).itemsize
         if not (0 <= start <= end <= len(data)) or end - start != need:
-            raise GolfError(
-                f"artifact is corrupt: tensor '{name}' declares {need} bytes at [{start}, {end}) but the container"
+            raise CorruptArtifact(
+                f"tensor '{name}' declares {need} bytes at [{start}, {end}) but the container"
                 f" holds {len(data)} data bytes; refusing to allocate"
             )
         tensors[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(shape)
@@ -176,7 +183,7 @@ def _decompress(blob: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     if blob[:1] == b"\x80" or blob[:2] == b"PK":
         raise GolfError(
             "artifact is a pickle / torch.save file: golfbench loads only zstd-compressed safetensors and never"
-            " unpickles (that would execute code); re-export it with `golf artifact` tools"
+            " unpickles (that would execute code); use an artifact.golf written by `golf run`"
         )
     if blob[:4] != ZSTD_MAGIC:
         raise GolfError("artifact is not a golfbench artifact (no zstd frame magic); is this the right file?")
@@ -191,7 +198,10 @@ def _decompress(blob: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
             out.write(dobj.decompress(blob[pos : pos + step]))
             pos += step
             if out.tell() > limit:
-                raise GolfError(f"artifact decompresses past {limit} bytes (a decompression bomb?); refused")
+                raise GolfError(
+                    f"artifact decompresses past {limit} bytes (a decompression bomb?); refused, use an artifact.golf"
+                    " written by `golf run`"
+                )
     except zstandard.ZstdError as exc:
         raise GolfError(f"artifact is truncated or corrupt (zstd: {exc}); re-create or re-download it") from None
     if not dobj.eof:
@@ -199,7 +209,7 @@ def _decompress(blob: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     if dobj.unused_data or pos < len(blob):
         raise GolfError("artifact is truncated or corrupt (bytes after the end of its zstd frame); re-create or re-download it")
     if out.tell() == 0:
-        raise GolfError("artifact is truncated or corrupt (zstd frame decoded to nothing)")
+        raise GolfError("artifact is truncated or corrupt (zstd frame decoded to nothing); re-create or re-download it")
     return out.getvalue()
 
 
@@ -235,14 +245,14 @@ def unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
         raise GolfError(f"artifact format '{metadata.get('format')}' is not {FORMAT}; it was not made by golfbench")
     codec = metadata.get("codec", "")
     if codec not in CODECS:
-        raise GolfError(f"artifact uses unknown codec '{codec}'")
+        raise GolfError(f"artifact uses unknown codec '{codec}'; this golfbench knows {', '.join(CODECS)}, upgrade it")
     try:
         table = json.loads(metadata["tensors"])
         meta = json.loads(metadata.get("meta", "{}"))
     except (KeyError, json.JSONDecodeError):
-        raise GolfError("artifact is corrupt: its tensor table is missing or not JSON") from None
+        raise CorruptArtifact("its tensor table is missing or not JSON") from None
     if not isinstance(table, dict) or not isinstance(meta, dict):
-        raise GolfError("artifact is corrupt: its tensor table or metadata is not a JSON object")
+        raise CorruptArtifact("its tensor table or metadata is not a JSON object")
     weights = CODECS[codec][1](tensors, table)
     return weights, meta
 
@@ -264,7 +274,7 @@ def code_bytes(files: list[Path]) -> int:
         try:
             total += len(Path(f).read_bytes())
         except OSError as exc:
-            raise GolfError(f"cannot read code file {f}: {exc.strerror}") from None
+            raise GolfError(f"cannot read code file {f}: {exc.strerror}; check the --code paths") from None
     return total
 
 
@@ -290,7 +300,7 @@ def read_artifact(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise GolfError(f"cannot read artifact {path}: {exc.strerror}") from None
+        raise GolfError(f"cannot read artifact {path}: {exc.strerror}; check the path") from None
 
 
 CODECS: dict[str, tuple[Callable, Callable]] = {"int8": (quantize, dequantize)}

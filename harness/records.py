@@ -197,9 +197,14 @@ def validate_result(obj: dict) -> list[str]:
     problems = [f"missing field '{k}'" for k in RESULT_FIELDS if k not in obj]
     if obj.get("status") not in STATUSES:
         problems.append(f"status '{obj.get('status')}' is not one of {', '.join(STATUSES)}")
+    for k in ("track", "scale", "backend", "model", "preset"):
+        if k in obj and not isinstance(obj[k], str):
+            problems.append(f"field '{k}' is not a string")
+    if "seed" in obj and (not isinstance(obj["seed"], int) or isinstance(obj["seed"], bool)):
+        problems.append("field 'seed' is not an integer")
     if obj.get("status") == "ok":
-        for k in ("val_bpb", "val_nll_sum", "val_bytes"):
-            if not isinstance(obj.get(k), (int, float)):
+        for k in ("val_bpb", "val_nll_sum", "val_bytes", "artifact_bytes", "code_bytes", "model_bytes", "steps"):
+            if not isinstance(obj.get(k), (int, float)) or isinstance(obj.get(k), bool):
                 problems.append(f"field '{k}' is not a number")
     return problems
 

@@ -55,7 +55,9 @@ def _parse(path: Path) -> Track:
             raise GolfError(f"track file {path} declares name '{doc['name']}'; it must match the file name '{path.stem}'")
         kind = doc["budget_kind"]
         if kind not in BUDGET_KINDS:
-            raise GolfError(f"track file {path}: budget_kind '{kind}' must be one of {', '.join(BUDGET_KINDS)}")
+            raise GolfError(
+                f"track file {path}: budget_kind '{kind}' must be one of {', '.join(BUDGET_KINDS)}; fix or restore it"
+            )
         scales = {}
         for s in SCALES:
             if s in doc:

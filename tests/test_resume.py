@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +16,8 @@ import numpy as np
 import pytest
 
 from harness.artifact import unpack
-from harness.data.manifest import read_manifest, sha256_file, write_manifest
-from harness.data.shards import read_shard, write_shard
 from harness.records import read_events
+from golf_helpers import small_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -32,22 +30,6 @@ BUDGET = 120 * 1024
 def golf(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def small_dataset(src: Path, dst: Path, train_tokens: int, val_tokens: int = 4096) -> Path:
-    """A prefix of the session's Shakespeare dataset, rewritten as a complete dataset (same id and tokenizer,
-    fresh counts and hashes) so that scoring its val split takes a fraction of a second."""
-    manifest, _ = read_manifest(src)
-    dst.mkdir(parents=True)
-    shutil.copy(src / manifest["tokenizer"], dst / manifest["tokenizer"])
-    keep = {"train": train_tokens, "val": val_tokens}
-    for entry in manifest["shards"]:
-        tokens = np.asarray(read_shard(src / entry["file"]))[: keep[entry["split"]]]
-        write_shard(dst / entry["file"], tokens, manifest["vocab_size"])
-        entry.update(tokens=int(len(tokens)), sha256=sha256_file(dst / entry["file"]))
-    manifest["docs"] = {s: [d for d in manifest["docs"][s] if d["offset"] < keep[s]] for s in ("train", "val")}
-    write_manifest(dst, manifest)
-    return dst
 
 
 def run_args(data: Path, out: Path, run_id: str) -> list[str]:

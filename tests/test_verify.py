@@ -14,12 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from harness.data.manifest import read_manifest, sha256_file, write_manifest
-from harness.data.shards import read_shard, write_shard
 from harness.records import read_events
+from golf_helpers import small_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -31,22 +29,6 @@ BUDGET = 8192
 def golf(*args):
     return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=600)
-
-
-def small_dataset(src: Path, dst: Path, train_tokens: int, val_tokens: int = 4096) -> Path:
-    """A prefix of the session's Shakespeare dataset, rewritten as a complete dataset (same id and tokenizer,
-    fresh counts and hashes) so that scoring its val split takes a fraction of a second."""
-    manifest, _ = read_manifest(src)
-    dst.mkdir(parents=True)
-    shutil.copy(src / manifest["tokenizer"], dst / manifest["tokenizer"])
-    keep = {"train": train_tokens, "val": val_tokens}
-    for entry in manifest["shards"]:
-        tokens = np.asarray(read_shard(src / entry["file"]))[: keep[entry["split"]]]
-        write_shard(dst / entry["file"], tokens, manifest["vocab_size"])
-        entry.update(tokens=int(len(tokens)), sha256=sha256_file(dst / entry["file"]))
-    manifest["docs"] = {s: [d for d in manifest["docs"][s] if d["offset"] < keep[s]] for s in ("train", "val")}
-    write_manifest(dst, manifest)
-    return dst
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,65 @@
+"""Divergence (issue 6.2): a NaN or inf training loss stops the run at that step with status `diverged`, a
+readable reason and a valid run directory; the leaderboard ignores it and `golf verify` refuses it.
+
+The runs diverge for real: absurd learning rates through `--set`, nothing else. llama's logit soft-cap and
+norms keep its loss finite up to lr 1e6 (it collapses to the uniform ln 1024), so it needs 1e30; megalodon
+goes to NaN at 1e6.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from golf_helpers import RUN_ARGS, files_under, golf, golf_ok, small_dataset
+from harness.records import validate_result
+
+
+@pytest.fixture(scope="module")
+def data(shakespeare_dir: Path, tmp_path_factory) -> Path:
+    return small_dataset(shakespeare_dir, tmp_path_factory.mktemp("div") / "shakespeare_sp1024")
+
+
+CASES = [
+    pytest.param("llama", "torch", ["matrix_lr=1e30", "scalar_lr=1e30", "tied_embed_lr=1e30"], id="llama@torch"),
+    pytest.param("megalodon", "jax", ["matrix_lr=1e6", "adam_lr=1e6"], id="megalodon@jax"),
+]
+
+
+@pytest.mark.parametrize("model, backend, lrs", CASES)
+def test_nan_loss_stops_the_run_as_diverged(model: str, backend: str, lrs: list[str], data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    sets = [a for lr in lrs for a in ("--set", lr)]
+    res = golf("run", *RUN_ARGS, "--backend", backend, "--model", model, "--preset", "tiny", "--data", data,
+               "--budget", "20480", "--out", out, "--run-id", "div", *sets, "--json")  # fmt: skip
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    result = json.loads(res.stdout)
+    d = out / "fixed-data" / "dev" / "div"
+    assert json.loads((d / "result.json").read_text()) == result
+    assert validate_result(result) == []
+    assert result["status"] == "diverged"
+    m = re.fullmatch(r"training loss became (nan|inf|-inf) at step (\d+)", result["reason"])
+    assert m, result["reason"]
+    step = int(m.group(2))
+    assert 1 < step < 5 and result["steps"] == step  # stopped at the bad step, well before the budget's 5
+    assert result["val_bpb"] is None and result["artifact_bytes"] is None
+
+    # A valid run directory: every record parses; no artifact of a broken model, no checkpoint, no temp file.
+    assert files_under(d) <= {"run.json", "events.jsonl", "result.json", "loss.png"}, files_under(d)
+    assert json.loads((d / "run.json").read_text())["config"][lrs[0].split("=")[0]] == float(lrs[0].split("=")[1])
+    events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines()]
+    steps = [e for e in events if "step" in e]
+    assert [e["step"] for e in steps] == sorted({1, step})  # logged at step 1 and at the bad step, nothing after
+    assert steps[-1]["loss"] is None  # NaN is stored as JSON null, never as an unparseable token
+    assert all(math.isfinite(e["loss"]) for e in steps[:-1])
+
+    # The leaderboard ignores it, even with unofficial runs included; verify names the status.
+    board = json.loads(golf_ok("leaderboard", "--runs", out, "--include-unofficial", "--format", "json").stdout)
+    assert board["boards"] == [] and board["warnings"] == []
+    assert "no eligible runs" in golf_ok("leaderboard", "--runs", out, "--include-unofficial").stdout
+    ver = golf("verify", d)
+    assert ver.returncode == 1 and f"status: status is 'diverged' ({result['reason']})" in ver.stderr, ver.stderr
