@@ -23,7 +23,8 @@ artifact_app = typer.Typer(no_args_is_help=True, help="Look inside artifacts.")
 app.add_typer(data_app, name="data")
 app.add_typer(artifact_app, name="artifact")
 
-out = Console()
+# Piped output (make demo, CI logs) gets a wide fixed width instead of rich's 80 columns, so tables stay whole.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
@@ -369,7 +370,7 @@ def compare_cmd(
         return
     table = Table(title=f"golf compare — {track} ({scale}), {seeds} seed(s)")
     for col in ("model", "val_bpb (mean ± std)", "train s", "tokens/s", "model FLOPs", "artifact bytes", "p (best better)"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in sorted(summary["rows"], key=lambda r: (r["mean_val_bpb"] if r["n_ok"] else float("inf"))):
         bpb = f"{r['mean_val_bpb']:.4f} ± {r['std_val_bpb']:.4f}" if r["n_ok"] else "/".join(r["statuses"])
         p = "best" if r["label"] == summary["best"] else ("–" if r["p_best_better"] is None else f"{r['p_best_better']:.3g}")

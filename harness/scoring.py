@@ -68,7 +68,7 @@ def score_weights(
     accounting = dataset.accounting()
     context = int(config["seq_len"])
     probes = probe_scorer(scorer, tokens, context, int(config["vocab_size"]))
-    with progress.bar(label, total=1.0, unit="windows") as update:
+    with progress.bar(label, total=1.0) as update:
         res = evaluate(
             scorer,
             tokens,

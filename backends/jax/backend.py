@@ -22,6 +22,20 @@ from harness.init import init_weights
 from harness.models import check_tokens, check_weights, get_spec
 
 HERE = Path(__file__).resolve().parent
+
+
+def _enable_compilation_cache() -> None:
+    """Reuse XLA executables across processes: every `golf run` recompiles the same step otherwise (tens of
+    seconds on a CPU). Keyed by the HLO itself, so a changed model never hits a stale entry. GOLF_JAX_CACHE=0
+    turns it off."""
+    where = os.environ.get("GOLF_JAX_CACHE", str(Path.home() / ".cache" / "golfbench" / "jax"))
+    if where == "0":
+        return
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+_enable_compilation_cache()
 CODE_FILES = {
     "llama": ["llama.py", "layers.py"],
     "megalodon": ["megalodon.py", "cema.py", "timestep_norm.py", "layers.py"],
