@@ -54,9 +54,9 @@ def train_speed(backend_name: str, model: str, preset: str, step_tokens: int, st
             "tokens_per_s": rows * seq / step, "mfu": flops / step / H100_BF16_PEAK, "loss": m["loss"]}  # fmt: skip
 
 
-def eval_speed(backend_name: str, n_windows: int, batch: int) -> dict:
+def eval_speed(backend_name: str, n_windows: int, batch: int, preset: str = "baseline") -> dict:
     spec = get_spec("llama")
-    cfg = spec.config("baseline")
+    cfg = spec.config(preset)
     backend = get_backend(backend_name)
     try:
         scorer = backend.scorer("llama", cfg, init_weights(spec, cfg, 0), precision="bf16")
@@ -84,11 +84,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--pg-step-ms", type=float, default=None, help="parameter-golf train_gpt.py step time, same GPU and batch")
     ap.add_argument("--eval-windows", type=int, default=4096)
+    ap.add_argument("--smoke", action="store_true", help="tiny presets and batches: check the script end to end on a CPU")
     args = ap.parse_args()
     devices = get_backend("torch").devices()
     out = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions(), "machine": hardware(devices)}
     jobs = [("torch", "llama", "baseline", 524_288), ("jax", "llama", "baseline", 131_072),
             ("torch", "megalodon", "golf16", 131_072), ("jax", "megalodon", "golf16", 131_072)]  # fmt: skip
+    if args.smoke:
+        jobs = [(b, m, "tiny", 1024) for b, m, _, _ in jobs]
+        out["smoke"] = True
     for backend, model, preset, tokens in jobs:
         key = f"{model}/{preset}@{backend}"
         print(f"[gpu bench] {key}", flush=True)
@@ -98,7 +102,7 @@ def main() -> None:
             out[key] = {"error": f"{exc.__class__.__name__}: {exc}"}
     print("[gpu bench] evaluator", flush=True)
     try:
-        out["eval_llama_baseline_torch"] = eval_speed("torch", args.eval_windows, 64)
+        out["eval_llama_baseline_torch"] = eval_speed("torch", args.eval_windows, 64, "tiny" if args.smoke else "baseline")
     except Exception as exc:  # noqa: BLE001
         out["eval_llama_baseline_torch"] = {"error": str(exc)}
     base, mj = out.get("llama/baseline@torch", {}), out.get("megalodon/golf16@jax", {})
