@@ -164,3 +164,22 @@ def nll(weights: dict, config: dict, tokens: np.ndarray) -> np.ndarray:
     m = logits.max(axis=-1, keepdims=True)
     logz = (m + np.log(np.exp(logits - m).sum(axis=-1, keepdims=True)))[:, 0]
     return logz - logits[np.arange(len(tokens) - 1), tokens[1:]]
+
+
+# -- shared by the megalodon tests of both backends ----------------------------------------------------------
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def noisy_weights(config: dict, seed: int = 0, scale: float = 0.3) -> dict[str, np.ndarray]:
+    """Canonical init plus noise, so zero-initialised biases, offsets and gamma's imaginary part all matter."""
+    from harness.init import init_weights
+    from harness.models import get_spec
+
+    rng = np.random.default_rng(seed)
+    weights = init_weights(get_spec("megalodon"), config, seed)
+    return {k: (v + scale * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.1)).astype(np.float32)
+            for k, v in weights.items()}

@@ -33,18 +33,6 @@ def micro_config(**overrides) -> dict:
     return SPEC.config("tiny", {**MICRO, **overrides})
 
 
-def rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / np.abs(b).max())
-
-
-def noisy_weights(config: dict, seed: int = 0, scale: float = 0.3) -> dict[str, np.ndarray]:
-    """Canonical init plus noise, so zero-initialised biases, offsets and gamma's imaginary part all matter."""
-    rng = np.random.default_rng(seed)
-    w = init_weights(SPEC, config, seed)
-    return {k: (v + scale * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.1)).astype(np.float32) for k, v in w.items()}
-
-
 def cema_params(D: int, N: int, rng) -> dict[str, np.ndarray]:
     p = dict(
         alpha=rng.normal(0, 1, (D, N)), delta=rng.normal(0, 1, (D, N)), theta=rng.normal(0, 1, D),
@@ -67,7 +55,7 @@ def test_cema_fft_equals_the_sequential_complex_recurrence(T):
     got = jcema.cema(jnp.asarray(x), *(jnp.asarray(v) for v in p.values()))
     assert got.dtype == jnp.float32
     for b in range(2):
-        assert rel_err(got[b], ref.cema_sequential(x[b], **p)) < 1e-4
+        assert ref.rel_err(got[b], ref.cema_sequential(x[b], **p)) < 1e-4
 
 
 def test_cema_kernel_is_the_impulse_response():
@@ -79,7 +67,7 @@ def test_cema_kernel_is_the_impulse_response():
     impulse[0] = 1.0
     want = ref.cema_sequential(impulse, **p) - p["omega"] * impulse
     got = jcema.cema_kernel(*(jnp.asarray(p[k]) for k in ("alpha", "delta", "theta", "gamma")), T)
-    assert rel_err(np.asarray(got).T, want) < 1e-5
+    assert ref.rel_err(np.asarray(got).T, want) < 1e-5
 
 
 def test_timestep_norm_equals_direct_cumulative_statistics():
@@ -89,7 +77,7 @@ def test_timestep_norm_equals_direct_cumulative_statistics():
     w, b = rng.normal(0, 0.5, D).astype(np.float32), rng.normal(0, 0.5, D).astype(np.float32)
     got = timestep_norm(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b), G, 1e-5)
     for i in range(2):
-        assert rel_err(got[i], ref.timestep_norm_direct(x[i], w, b, G, 1e-5)) < 1e-4
+        assert ref.rel_err(got[i], ref.timestep_norm_direct(x[i], w, b, G, 1e-5)) < 1e-4
 
 
 def _attention(q, k, v, C=8):
@@ -105,7 +93,7 @@ def test_chunked_attention_matches_reference(T):
     pos = np.arange(T) % C
     for h in range(H):
         want = ref.chunked_attention(ref.rope(q[:, h], pos, 1e4), ref.rope(k[:, h], pos, 1e4), v[:, h], C)
-        assert rel_err(got[:, h], want) < 1e-5
+        assert ref.rel_err(got[:, h], want) < 1e-5
 
 
 def test_attention_never_crosses_a_chunk_boundary():
@@ -135,17 +123,17 @@ def test_attention_never_crosses_a_chunk_boundary():
 )
 def test_model_nll_matches_numpy_reference(overrides, T):
     config = micro_config(**overrides)
-    weights = noisy_weights(config)
+    weights = ref.noisy_weights(config)
     tokens = np.random.default_rng(3).integers(0, config["vocab_size"], (2, T + 1))
     got = BACKEND.scorer("megalodon", config, weights)(tokens)
     assert got.shape == (2, T) and got.dtype == np.float32
     for b in range(2):
-        assert rel_err(got[b], ref.nll(weights, config, tokens[b])) < 1e-4
+        assert ref.rel_err(got[b], ref.nll(weights, config, tokens[b])) < 1e-4
 
 
 def test_logprobs_are_causal_normalized_and_agree_with_the_nll():
     config = micro_config()
-    scorer = BACKEND.scorer("megalodon", config, noisy_weights(config, seed=5))
+    scorer = BACKEND.scorer("megalodon", config, ref.noisy_weights(config, seed=5))
     T = config["seq_len"]
     tokens = np.random.default_rng(5).integers(0, config["vocab_size"], (2, T + 1))
     every = np.stack([np.zeros(T, np.int64), np.arange(T)], axis=1)  # every position of row 0
@@ -167,12 +155,12 @@ def test_logprobs_are_causal_normalized_and_agree_with_the_nll():
 def test_bf16_compute_stays_close_and_keeps_logits_fp32():
     """The GPU precision policy, exercised on the CPU: bf16 matmuls, fp32 CEMA/norms/softmax/logits."""
     config = micro_config(num_layers=1)
-    weights = {k: jnp.asarray(v) for k, v in noisy_weights(config, seed=9).items()}
+    weights = {k: jnp.asarray(v) for k, v in ref.noisy_weights(config, seed=9).items()}
     idx = jnp.asarray(np.random.default_rng(9).integers(0, config["vocab_size"], (2, config["seq_len"])))
     full = jax.jit(make_apply("megalodon", config, jnp.float32))(weights, idx)
     mixed = jax.jit(make_apply("megalodon", config, jnp.bfloat16))(weights, idx)
     assert mixed.dtype == jnp.float32
-    assert rel_err(mixed, full) < 0.05
+    assert ref.rel_err(mixed, full) < 0.05
 
 
 @pytest.mark.parametrize("preset", ["golf16", "tiny"])
@@ -265,7 +253,7 @@ def test_scorer_takes_short_windows_and_exported_weights():
     assert all(v.dtype == np.float32 for v in weights.values())
     scorer = BACKEND.scorer("megalodon", config, weights)
     tokens = np.random.default_rng(6).integers(0, config["vocab_size"], (2, 13))  # T = 12 < seq_len
-    assert rel_err(scorer(tokens)[1], ref.nll(weights, config, tokens[1])) < 1e-4
+    assert ref.rel_err(scorer(tokens)[1], ref.nll(weights, config, tokens[1])) < 1e-4
 
 
 def test_compiler_flops_and_code_files():

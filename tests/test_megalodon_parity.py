@@ -19,7 +19,6 @@ import reference_megalodon as ref  # noqa: E402
 
 from harness import artifact  # noqa: E402
 from harness.backend import get_backend  # noqa: E402
-from harness.init import init_weights  # noqa: E402
 from harness.models import get_spec  # noqa: E402
 from harness.scoring import load_artifact_model  # noqa: E402
 
@@ -55,14 +54,6 @@ def config(**overrides) -> dict:
     return SPEC.config("tiny", {**MICRO, **overrides})
 
 
-def noisy_weights(cfg: dict, seed: int) -> dict[str, np.ndarray]:
-    """Canonical init plus noise, so zero-initialised biases, offsets and gamma's imaginary part all count."""
-    rng = np.random.default_rng(seed)
-    weights = init_weights(SPEC, cfg, seed)
-    return {k: (v + 0.3 * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.1)).astype(np.float32)
-            for k, v in weights.items()}
-
-
 def tokens(cfg: dict, rows: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, cfg["vocab_size"], (rows, cfg["seq_len"] + 1)).astype(np.int32)
 
@@ -83,7 +74,7 @@ def score(backend, cfg: dict, weights: dict, batch: np.ndarray) -> np.ndarray:
 def test_each_backend_matches_the_numpy_reference(backends, name, overrides):
     """Pins a parity failure on the side that departs from docs/models.md."""
     cfg = config(**overrides)
-    weights, batch = noisy_weights(cfg, seed=1), tokens(cfg, 2, seed=1)
+    weights, batch = ref.noisy_weights(cfg, seed=1), tokens(cfg, 2, seed=1)
     got = score(backends[name], cfg, weights, batch)
     for b in range(len(batch)):
         assert per_token_rel(got[b], ref.nll(weights, cfg, batch[b])) < TOL, f"{name} deviates from the reference"

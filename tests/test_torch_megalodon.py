@@ -10,7 +10,6 @@ torch = pytest.importorskip("torch")
 import reference_megalodon as ref  # noqa: E402
 
 from backends.torch import megalodon as tm  # noqa: E402
-from harness.init import init_weights  # noqa: E402
 from harness.models import get_spec, megalodon_param_count, megalodon_shapes  # noqa: E402
 
 SPEC = get_spec("megalodon")
@@ -19,18 +18,6 @@ MICRO = dict(
     vocab_size=61, num_layers=2, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,
     cema_ndim=4, chunk_size=8, norm_num_groups=4, seq_len=24,
 )
-
-
-def rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / np.abs(b).max())
-
-
-def noisy_weights(config: dict, seed: int = 0, scale: float = 0.3) -> dict[str, np.ndarray]:
-    """Canonical init plus noise, so zero-initialised biases, offsets and gamma's imaginary part all matter."""
-    rng = np.random.default_rng(seed)
-    weights = init_weights(SPEC, config, seed)
-    return {k: (v + scale * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.1)).astype(np.float32) for k, v in weights.items()}
 
 
 def micro_config(**overrides) -> dict:
@@ -61,7 +48,7 @@ def test_cema_fft_matches_sequential_recurrence(T):
     got = tm.cema(torch.tensor(x, dtype=torch.float32), *(torch.tensor(v, dtype=torch.float32) for v in p.values()))
     assert got.dtype == torch.float32
     for b in range(2):
-        assert rel_err(got[b].numpy(), ref.cema_sequential(x[b], **p)) < 1e-4
+        assert ref.rel_err(got[b].numpy(), ref.cema_sequential(x[b], **p)) < 1e-4
 
 
 def test_cema_gradients_match_a_direct_convolution():
@@ -83,7 +70,7 @@ def test_cema_gradients_match_a_direct_convolution():
         out = fn(x, *leaves)
         grads.append(torch.autograd.grad((out * probe).sum(), [x, *leaves]))
     for fft_grad, direct_grad in zip(*grads):
-        assert rel_err(fft_grad.numpy(), direct_grad.numpy()) < 1e-4
+        assert ref.rel_err(fft_grad.numpy(), direct_grad.numpy()) < 1e-4
 
 
 def test_timestep_norm_matches_direct_statistics():
@@ -93,7 +80,7 @@ def test_timestep_norm_matches_direct_statistics():
     w, b = rng.normal(0, 0.5, D), rng.normal(0, 0.5, D)
     got = tm.timestep_norm(*(torch.tensor(v, dtype=torch.float32) for v in (x, w, b)), G, 1e-5)
     for i in range(2):
-        assert rel_err(got[i].numpy(), ref.timestep_norm_direct(x[i], w, b, G, 1e-5)) < 1e-4
+        assert ref.rel_err(got[i].numpy(), ref.timestep_norm_direct(x[i], w, b, G, 1e-5)) < 1e-4
 
 
 @pytest.mark.parametrize("T", [24, 20, 6])  # whole chunks, a partial last chunk, a single short chunk
@@ -105,7 +92,7 @@ def test_chunked_attention_matches_reference(T):
     pos = np.arange(T) % C
     for h in range(H):
         want = ref.chunked_attention(ref.rope(q[:, h], pos, base), ref.rope(k[:, h], pos, base), v[:, h], C)
-        assert rel_err(got[:, h], want) < 1e-5
+        assert ref.rel_err(got[:, h], want) < 1e-5
 
 
 def test_attention_never_crosses_a_chunk_boundary():
@@ -133,25 +120,25 @@ def test_attention_never_crosses_a_chunk_boundary():
 )
 def test_model_nll_matches_numpy_reference(overrides):
     config = micro_config(**overrides)
-    weights = noisy_weights(config)
+    weights = ref.noisy_weights(config)
     model = tm.build_megalodon(config, weights)
     rng = np.random.default_rng(3)
     tokens = rng.integers(0, config["vocab_size"], (2, config["seq_len"] + 1))
     got = torch_nll(model, tokens)
     for b in range(2):
-        assert rel_err(got[b], ref.nll(weights, config, tokens[b])) < 1e-4
+        assert ref.rel_err(got[b], ref.nll(weights, config, tokens[b])) < 1e-4
 
 
 def test_model_nll_matches_reference_on_a_partial_last_chunk():
     config = micro_config()
-    weights = noisy_weights(config, seed=4)
+    weights = ref.noisy_weights(config, seed=4)
     tokens = np.random.default_rng(4).integers(0, config["vocab_size"], (1, 21))  # T = 20, chunks 8 + 8 + 4
-    assert rel_err(torch_nll(tm.build_megalodon(config, weights), tokens)[0], ref.nll(weights, config, tokens[0])) < 1e-4
+    assert ref.rel_err(torch_nll(tm.build_megalodon(config, weights), tokens)[0], ref.nll(weights, config, tokens[0])) < 1e-4
 
 
 def test_changing_a_token_never_changes_earlier_predictions():
     config = micro_config()
-    model = tm.build_megalodon(config, noisy_weights(config, seed=5))
+    model = tm.build_megalodon(config, ref.noisy_weights(config, seed=5))
     rng = np.random.default_rng(5)
     tokens = torch.as_tensor(rng.integers(0, config["vocab_size"], (1, config["seq_len"])))
     with torch.no_grad():
@@ -186,7 +173,7 @@ def test_muon_takes_exactly_the_block_matrices():
 
 def test_autocast_keeps_cema_and_norms_in_fp32():
     config = micro_config()
-    model = tm.build_megalodon(config, noisy_weights(config, seed=6))
+    model = tm.build_megalodon(config, ref.noisy_weights(config, seed=6))
     tokens = torch.as_tensor(np.random.default_rng(6).integers(0, config["vocab_size"], (2, config["seq_len"])))
     with torch.no_grad():
         full = model(tokens)
@@ -197,7 +184,7 @@ def test_autocast_keeps_cema_and_norms_in_fp32():
             assert xt.dtype == torch.float32 and layer.cema(xt).dtype == torch.float32
             mixed = model(tokens)
     assert mixed.dtype == torch.float32
-    assert rel_err(mixed.numpy(), full.numpy()) < 0.05
+    assert ref.rel_err(mixed.numpy(), full.numpy()) < 0.05
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -268,7 +255,7 @@ def test_export_scorer_and_artifact_round_trip():
     scorer = be.scorer("megalodon", config, weights)
     nll = scorer(batch)
     assert nll.shape == (2, config["seq_len"]) and nll.dtype == np.float32
-    assert rel_err(nll[1], ref.nll(weights, config, batch[1])) < 1e-4
+    assert ref.rel_err(nll[1], ref.nll(weights, config, batch[1])) < 1e-4
     lp = scorer.logprobs(batch, np.array([[0, 0], [1, 17]]))
     assert np.allclose(np.exp(lp).sum(-1), 1.0, atol=1e-5)
     assert np.allclose(-lp[1, batch[1, 18]], nll[1, 17], rtol=1e-5)
