@@ -199,8 +199,12 @@ def test_verify_catches_record_claims_a_leaderboard_would_trust(copy):
     assert [f.split(":")[0] for f in v.failures] == ["rules"]
     assert "budget 8192 is not the track's 262144" in v.failures[0] and "eval stride 256 is not the track's 64" in v.failures[0]
     assert m["unofficial"] is False
-    edit_json(copy / "result.json", unofficial=True, steps="eight", seed=3)
     edit_json(copy / "run.json", unofficial=True)
+    steps = json.loads((copy / "result.json").read_text())["steps"]
+    edit_json(copy / "result.json", unofficial=True, steps="eight")  # a mistyped field fails the schema, one line
+    v = verify_run(copy, rescore=False, check_data=False)
+    assert v.failures == ["result-schema: field 'steps' is not a number"]
+    edit_json(copy / "result.json", steps=steps, seed=3)  # a seed the run never used
     v = verify_run(copy, rescore=False, check_data=False)
     assert v.failures and v.failures[0].startswith("claims") and "seed" in v.failures[0]
 
