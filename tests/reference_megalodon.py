@@ -168,6 +168,18 @@ def nll(weights: dict, config: dict, tokens: np.ndarray) -> np.ndarray:
 
 # -- shared by the megalodon tests of both backends ----------------------------------------------------------
 
+# Small enough for the numpy oracle, every feature live: 3 chunks, 2 heads with z_h != e_h, groups > 1.
+MICRO = dict(
+    vocab_size=61, num_layers=2, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,
+    cema_ndim=4, chunk_size=8, norm_num_groups=4, seq_len=24,
+)
+
+
+def micro_config(**overrides) -> dict:
+    from harness.models import get_spec
+
+    return get_spec("megalodon").config("tiny", {**MICRO, **overrides})
+
 
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

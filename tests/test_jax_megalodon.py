@@ -22,15 +22,6 @@ from harness.init import init_weights  # noqa: E402
 from harness.models import get_spec  # noqa: E402
 
 SPEC = get_spec("megalodon")
-# Small enough for the numpy oracle, every feature live: 3 chunks, 2 heads with z_h != e_h, groups > 1.
-MICRO = dict(
-    vocab_size=61, num_layers=2, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,
-    cema_ndim=4, chunk_size=8, norm_num_groups=4, seq_len=24,
-)
-
-
-def micro_config(**overrides) -> dict:
-    return SPEC.config("tiny", {**MICRO, **overrides})
 
 
 def cema_params(D: int, N: int, rng) -> dict[str, np.ndarray]:
@@ -122,7 +113,7 @@ def test_attention_never_crosses_a_chunk_boundary():
     ids=["default", "mlp-untied", "looped", "single-chunk", "partial-last-chunk"],
 )
 def test_model_nll_matches_numpy_reference(overrides, T):
-    config = micro_config(**overrides)
+    config = ref.micro_config(**overrides)
     weights = ref.noisy_weights(config)
     tokens = np.random.default_rng(3).integers(0, config["vocab_size"], (2, T + 1))
     got = BACKEND.scorer("megalodon", config, weights)(tokens)
@@ -132,7 +123,7 @@ def test_model_nll_matches_numpy_reference(overrides, T):
 
 
 def test_logprobs_are_causal_normalized_and_agree_with_the_nll():
-    config = micro_config()
+    config = ref.micro_config()
     scorer = BACKEND.scorer("megalodon", config, ref.noisy_weights(config, seed=5))
     T = config["seq_len"]
     tokens = np.random.default_rng(5).integers(0, config["vocab_size"], (2, T + 1))
@@ -154,7 +145,7 @@ def test_logprobs_are_causal_normalized_and_agree_with_the_nll():
 
 def test_bf16_compute_stays_close_and_keeps_logits_fp32():
     """The GPU precision policy, exercised on the CPU: bf16 matmuls, fp32 CEMA/norms/softmax/logits."""
-    config = micro_config(num_layers=1)
+    config = ref.micro_config(num_layers=1)
     weights = {k: jnp.asarray(v) for k, v in ref.noisy_weights(config, seed=9).items()}
     idx = jnp.asarray(np.random.default_rng(9).integers(0, config["vocab_size"], (2, config["seq_len"])))
     full = jax.jit(make_apply("megalodon", config, jnp.float32))(weights, idx)
@@ -172,7 +163,7 @@ def test_presets_have_canonical_names_shapes_and_counts(preset):
 
 
 def test_muon_takes_exactly_the_block_matrices():
-    config = micro_config(tied_embeddings=False)
+    config = ref.micro_config(tied_embeddings=False)
     state = BACKEND.init("megalodon", config, 0)
     labels = state.trainer.recipe.labels
     muon = {n for n, label in labels.items() if label == "muon"}
@@ -188,7 +179,7 @@ def test_muon_takes_exactly_the_block_matrices():
 def train_config() -> dict:
     """One layer: the training tests exercise the step, the optimizer and the state, not depth (the reference
     tests above cover that), and a smaller graph compiles twice as fast."""
-    return micro_config(num_layers=1)
+    return ref.micro_config(num_layers=1)
 
 
 def _batches(config, n, rows=4, seed=11):

@@ -24,11 +24,6 @@ from harness.scoring import load_artifact_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = get_spec("megalodon")
-# Every feature live (3 chunks, 2 heads with z_h != e_h, several groups) and small enough for the oracle.
-MICRO = dict(
-    vocab_size=61, num_layers=2, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,
-    cema_ndim=4, chunk_size=8, norm_num_groups=4, seq_len=24,
-)
 TOL = 1e-4
 
 
@@ -51,7 +46,7 @@ def backends():
 
 
 def config(**overrides) -> dict:
-    return SPEC.config("tiny", {**MICRO, **overrides})
+    return ref.micro_config(**overrides)
 
 
 def tokens(cfg: dict, rows: int, seed: int) -> np.ndarray:

@@ -13,15 +13,6 @@ from backends.torch import megalodon as tm  # noqa: E402
 from harness.models import get_spec, megalodon_param_count, megalodon_shapes  # noqa: E402
 
 SPEC = get_spec("megalodon")
-# Small enough for the numpy oracle, but every feature is live: 3 chunks, 2 heads with z_h != e_h, groups > 1.
-MICRO = dict(
-    vocab_size=61, num_layers=2, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,
-    cema_ndim=4, chunk_size=8, norm_num_groups=4, seq_len=24,
-)
-
-
-def micro_config(**overrides) -> dict:
-    return SPEC.config("tiny", {**MICRO, **overrides})
 
 
 def torch_nll(model, tokens: np.ndarray) -> np.ndarray:
@@ -119,7 +110,7 @@ def test_attention_never_crosses_a_chunk_boundary():
     ids=["default", "mlp-untied", "looped", "single-chunk"],
 )
 def test_model_nll_matches_numpy_reference(overrides):
-    config = micro_config(**overrides)
+    config = ref.micro_config(**overrides)
     weights = ref.noisy_weights(config)
     model = tm.build_megalodon(config, weights)
     rng = np.random.default_rng(3)
@@ -130,14 +121,14 @@ def test_model_nll_matches_numpy_reference(overrides):
 
 
 def test_model_nll_matches_reference_on_a_partial_last_chunk():
-    config = micro_config()
+    config = ref.micro_config()
     weights = ref.noisy_weights(config, seed=4)
     tokens = np.random.default_rng(4).integers(0, config["vocab_size"], (1, 21))  # T = 20, chunks 8 + 8 + 4
     assert ref.rel_err(torch_nll(tm.build_megalodon(config, weights), tokens)[0], ref.nll(weights, config, tokens[0])) < 1e-4
 
 
 def test_changing_a_token_never_changes_earlier_predictions():
-    config = micro_config()
+    config = ref.micro_config()
     model = tm.build_megalodon(config, ref.noisy_weights(config, seed=5))
     rng = np.random.default_rng(5)
     tokens = torch.as_tensor(rng.integers(0, config["vocab_size"], (1, config["seq_len"])))
@@ -163,7 +154,7 @@ def test_presets_have_canonical_names_shapes_and_counts(preset):
 
 
 def test_muon_takes_exactly_the_block_matrices():
-    config = micro_config(tied_embeddings=False)
+    config = ref.micro_config(tied_embeddings=False)
     names = [n for n, _ in tm.Megalodon(config).named_parameters()]
     muon = {n for n in names if tm.is_muon_param(n)}
     assert muon == {n for n in names if n.split(".", 2)[-1] in tm.MUON_SUFFIXES}
@@ -172,7 +163,7 @@ def test_muon_takes_exactly_the_block_matrices():
 
 
 def test_autocast_keeps_cema_and_norms_in_fp32():
-    config = micro_config()
+    config = ref.micro_config()
     model = tm.build_megalodon(config, ref.noisy_weights(config, seed=6))
     tokens = torch.as_tensor(np.random.default_rng(6).integers(0, config["vocab_size"], (2, config["seq_len"])))
     with torch.no_grad():
@@ -224,7 +215,7 @@ def test_training_tiny_reduces_loss():
 
 
 def test_same_seed_gives_same_losses():
-    config = micro_config()
+    config = ref.micro_config()
     batch = structured_batch(config, 4, config["seq_len"], seed=1)
 
     def run():
@@ -242,7 +233,7 @@ def test_export_scorer_and_artifact_round_trip():
     from harness import artifact
     from harness.scoring import load_artifact_model
 
-    config = micro_config()
+    config = ref.micro_config()
     be = backend()
     state = be.init("megalodon", config, seed=2)
     batch = structured_batch(config, 2, config["seq_len"], seed=2)
@@ -269,7 +260,7 @@ def test_export_scorer_and_artifact_round_trip():
 
 
 def test_checkpoint_resume_continues_the_same_run(tmp_path):
-    config = micro_config()
+    config = ref.micro_config()
     be = backend()
     batches = [structured_batch(config, 4, config["seq_len"], seed=s) for s in (10, 11)]
     state = be.init("megalodon", config, seed=4)
