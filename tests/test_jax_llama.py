@@ -199,3 +199,21 @@ def test_same_init_and_same_losses_as_torch(torch_backend):
             state, m = be.train_step(state, batch, scale)
             losses[be.name].append(m["loss"])
     np.testing.assert_allclose(losses["jax"], losses["torch"], rtol=1e-4)
+
+
+def test_blocked_causal_attention_equals_the_full_causal_square():
+    import jax
+    import jax.numpy as jnp
+
+    from backends.jax.llama import blocked_causal_attention
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.standard_normal((2, 256, 4, 32)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((2, 256, 2, 32)), jnp.float32) for _ in range(2))  # GQA: 2 kv heads
+    full = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+    for blocks in (2, 4, 8):
+        np.testing.assert_allclose(blocked_causal_attention(q, k, v, blocks), full, rtol=1e-5, atol=1e-6)
+    # a length the blocks do not divide falls back to the full square
+    short = [x[:, :250] for x in (q, k, v)]
+    np.testing.assert_allclose(blocked_causal_attention(*short), jax.nn.dot_product_attention(*short, is_causal=True),
+                               rtol=1e-5, atol=1e-6)
