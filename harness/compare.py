@@ -8,7 +8,6 @@ difference (BPB of two models in one framework).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -170,7 +169,3 @@ def write_report(summary: dict, results: dict[Target, list[dict]], report_dir: P
         curves[t.label] = [{**e, "bpb": e["loss"] / math.log(2) * tpb} for e in events]
         finals[t.label] = sum(float(r["val_bpb"]) for r in ok) / len(ok)
     plot_compare(curves, finals, report_dir / "compare.png", title=f"{meta['track']} ({meta['scale']})")
-
-
-def report_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

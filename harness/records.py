@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -207,7 +206,3 @@ def validate_result(obj: dict) -> list[str]:
             if not isinstance(obj.get(k), (int, float)) or isinstance(obj.get(k), bool):
                 problems.append(f"field '{k}' is not a number")
     return problems
-
-
-def python_command() -> str:
-    return " ".join([Path(sys.executable).name] + sys.argv[1:])

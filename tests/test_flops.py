@@ -95,7 +95,7 @@ def test_torch_flop_counter_agrees_with_the_formula_on_llama_tiny():
     assert 1.0 < total / f["total"] < 1.3  # the whole logged count: the formula plus full-square attention
 
 
-def _dot_flops(hlo: str, seq_len: int) -> dict[str, int]:
+def _dot_flops(hlo: str) -> dict[str, int]:
     """FLOPs of every stablehlo.dot_general (2 x output elements x contracted size), split into the model's
     dense matmuls (no batch dims), attention (batched over batch and heads: two or more batch dims) and the rest
     (the optimizer's Newton-Schulz products, batched over stacked matrices: one batch dim)."""
@@ -137,7 +137,7 @@ def test_jax_cost_analysis_agrees_with_the_formula_on_llama_tiny():
     T, d, L = config["seq_len"], config["model_dim"], config["num_layers"]
     n = B * T
     f = _formula(spec, config, n)
-    dots = _dot_flops(hlo, T)
+    dots = _dot_flops(hlo)
     assert dots["count"] > 0
     elementwise = total - dots["dense"] - dots["attention"] - dots["other"]
     print(f"\njax llama/tiny, {n} tokens: formula matmul {f['matmul']:.4e} attention {f['attention']:.4e} total"
