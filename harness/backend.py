@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from harness.distributed import Collective
 from harness.errors import GolfError
 
 REGISTRY: dict[str, str] = {
@@ -72,6 +73,10 @@ class Backend(Protocol):
 
     def compiler_flops(self, state: Any, batch: np.ndarray) -> float | None:
         """The framework's own FLOP count for one training step, or None where it offers none."""
+
+    def collective(self) -> "Collective":
+        """The run's process group (harness/distributed.py): joins it on first call when the process was
+        launched as one of several (``WORLD_SIZE`` > 1), else returns ``harness.distributed.SINGLE``."""
 
 
 def backend_names() -> list[str]:

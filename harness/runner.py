@@ -21,6 +21,7 @@ from harness import progress
 from harness.artifact import code_bytes, code_digest, pack, size_report
 from harness.backend import get_backend
 from harness.data.dataset import Dataset
+from harness.distributed import Collective, check_world, env_rank, env_world_size, fixed_data_plan, replicas_identical, weights_digest
 from harness.data.stream import BatchStream
 from harness.errors import BudgetError, GolfError
 from harness.models import get_spec
@@ -59,6 +60,7 @@ class RunSpec:
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0 = by track (fixed-data checkpoints, others do not)
     force: bool = False
+    prequant: bool | None = None  # also score the weights before quantization (default: the track's rule)
 
     @property
     def unofficial(self) -> bool:
@@ -68,10 +70,6 @@ class RunSpec:
 def config_hash(config: dict) -> str:
     """Runs group across seeds on the leaderboard only when their full config is identical."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def is_main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def default_preset(model: str, scale: str) -> str:
@@ -88,8 +86,15 @@ def default_data_dir(dataset_name: str) -> Path:
 class Run:
     """Everything a run needs, resolved and validated before any training starts."""
 
-    def __init__(self, spec: RunSpec, resume: bool = False) -> None:
+    def __init__(self, spec: RunSpec, resume: bool = False, world_size: int | None = None) -> None:
+        """Resolve and check everything before any directory is written or any step runs.
+
+        ``world_size``: processes the run will use (default: this process's launcher environment); a launcher
+        passes it so a bad layout is refused in the parent, once, before any process starts. Raises GolfError
+        (BudgetError for budgets) with one line for every problem found.
+        """
         self.spec = spec
+        self.world_size = int(world_size) if world_size is not None else env_world_size()
         self.track = load_track(spec.track)
         self.scale = self.track.scale(spec.scale)
         self.model_spec = get_spec(spec.model)
@@ -114,7 +119,7 @@ class Run:
                 f"{spec.model}/{spec.preset} has vocab {self.config['vocab_size']} but dataset '{self.dataset.name}'"
                 f" has {self.dataset.vocab_size}"
             )
-        if is_main_rank():  # hashes and token ids, so bad data stops the run before its directory exists
+        if env_rank() == 0:  # hashes and token ids, so bad data stops the run before its directory exists
             self.dataset.check_contents()
         # The framework import takes seconds: checked after the data, so bad input fails fast.
         self.backend = get_backend(spec.backend)
@@ -124,13 +129,65 @@ class Run:
             )
         self.limit = spec.budget if spec.budget is not None else float(self.scale["budget"])
         self.stride = spec.eval_stride or int(self.scale["eval_stride"])
+        self.eval_precision = str(self.scale.get("eval_precision", "fp32"))
+        # the pre-quant score is a diagnostic: off where the track says so (official), unless asked for
+        self.eval_prequant = bool(spec.prequant if spec.prequant is not None else self.scale.get("eval_prequant", True))
         self.flops_per_token = self.model_spec.flops_per_token(self.config)
         self.seq_len = int(self.config["seq_len"])
         self.batch_seqs = max(1, int(self.config["train_batch_tokens"]) // self.seq_len)
         self.batch_tokens = self.batch_seqs * self.seq_len
         self.resume = resume
+        check_world(self.world_size, self.batch_seqs)
+        train_total = self.dataset.train_tokens_total()
+        if self.batch_tokens + 1 > train_total:
+            raise GolfError(
+                f"one training batch needs {self.batch_tokens + 1:,} tokens but dataset '{self.dataset.name}' has"
+                f" {train_total:,} training tokens: lower train_batch_tokens (--set) or use a larger dataset"
+            )
         if self.track.budget_kind == "tokens":
             self._check_fixed_data()
+        self.code_files = self.backend.code_files(spec.model)
+        self.code_sha256 = code_digest(self.code_files)
+        if resume:
+            self._check_resume()
+        else:
+            self._check_dir()
+
+    def _check_dir(self) -> None:
+        """A fresh run needs a free run directory (or --force); checked before anything is written."""
+        d = self.dir
+        if self.spec.force or not d.exists():
+            return
+        if (d / "result.json").exists():
+            raise GolfError(f"run {d} already finished (result.json exists): pick another --run-id or pass --force")
+        if (d / CHECKPOINT).exists() or (d / (CHECKPOINT + ".old")).exists():
+            raise GolfError(f"run {d} was interrupted: continue it with `golf run --resume {d}` or pass --force")
+        raise GolfError(f"run directory {d} already exists: pick another --run-id or pass --force")
+
+    def _check_resume(self) -> None:
+        """A resumed run must continue on the same dataset content, config and code, from a checkpoint."""
+        d = self.dir
+        if not (d / "run.json").exists():
+            raise GolfError(f"cannot resume {d}: no run.json there")
+        if (d / "result.json").exists():
+            raise GolfError(f"cannot resume {d}: it already finished (result.json exists)")
+        if _latest_checkpoint(d) is None:
+            raise GolfError(f"cannot resume {d}: it has no checkpoint (only fixed-data runs checkpoint)")
+        old = read_json(d / "run.json", "run manifest")
+        if old.get("dataset", {}).get("manifest_sha256") != self.dataset.manifest_sha256:
+            raise GolfError(
+                f"cannot resume {d}: the dataset at {self.dataset.path} is not the one it started on (manifest sha256"
+                " differs); point --data at the original dataset or start a new run"
+            )
+        if old.get("config_sha256", config_hash(old.get("config", {}))) != config_hash(self.config):
+            raise GolfError(f"cannot resume {d}: the model config differs from the one it started with; start a new run")
+        if "code_sha256" in old and old["code_sha256"] != self.code_sha256:
+            changed = sorted(k for k in set(old["code_sha256"]) | set(self.code_sha256)
+                             if old["code_sha256"].get(k) != self.code_sha256.get(k))  # fmt: skip
+            raise GolfError(
+                f"cannot resume {d}: the backend code changed since it started ({', '.join(changed)}); restore that"
+                " code (see run.json git sha) or start a new run"
+            )
 
     def _check_fixed_data(self) -> None:
         available = self.dataset.train_tokens_total() - 1
@@ -157,6 +214,9 @@ class Run:
             "preset": self.spec.preset,
             "seed": self.spec.seed,
             "config": self.config,
+            "config_sha256": config_hash(self.config),
+            "code_sha256": self.code_sha256,
+            "world_size": self.world_size,
             "overrides": self.spec.overrides,
             "budget": {"kind": self.track.budget_kind, "limit": self.limit, "track_default": self.scale["budget"]},
             "unofficial": self.spec.unofficial,
@@ -184,24 +244,17 @@ def _synthetic_batch(batch_seqs: int, seq_len: int, vocab: int, seed: int) -> np
 
 
 def _prepare_dir(run: Run) -> None:
+    """Rank 0 only, after every check passed (Run._check_dir/_check_resume): make the run directory."""
     d = run.dir
     if run.resume:
-        if not (d / "run.json").exists():
-            raise GolfError(f"cannot resume {d}: no run.json there")
         return
-    if (d / "result.json").exists() and not run.spec.force:
-        raise GolfError(f"run {d} already finished (result.json exists): pick another --run-id or pass --force")
-    if d.exists() and not run.spec.force:
-        if (d / CHECKPOINT).exists():
-            raise GolfError(f"run {d} was interrupted: continue it with `golf run --resume {d}` or pass --force")
-        raise GolfError(f"run directory {d} already exists: pick another --run-id or pass --force")
-    if d.exists():
+    if d.exists():  # only reachable with --force
         shutil.rmtree(d)
     d.mkdir(parents=True)
 
 
-def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream) -> None:
-    if not is_main_rank():  # the backend may synchronise ranks inside save_checkpoint; only rank 0 writes
+def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream, coll: Collective) -> None:
+    if coll.rank != 0:  # the backend may synchronise ranks inside save_checkpoint; only rank 0 writes
         run.backend.save_checkpoint(state, run.dir / (CHECKPOINT + ".tmp") / "backend")
         return
     ck = run.dir / CHECKPOINT
@@ -213,7 +266,7 @@ def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream) -> No
     atomic_write_json(
         tmp / "harness.json",
         {"steps": budget.steps, "seconds": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
-         "stream_tokens": stream.tokens_consumed},
+         "stream_tokens": stream.tokens_consumed, "step_seconds": budget._step_seconds[-5:]},
     )  # fmt: skip
     # Swap in the new checkpoint; a kill between the two renames leaves checkpoint.old, used by resume.
     old = run.dir / (CHECKPOINT + ".old")
@@ -233,39 +286,65 @@ def _latest_checkpoint(d: Path) -> Path | None:
     return None
 
 
+CLOCK_SKEW_ENV = "GOLF_CLOCK_SKEW"  # test hook: "RANK:FACTOR" makes that rank's clock run FACTOR times fast
+
+
+def _clock(rank: int):
+    """The harness's training clock for this process (``time.perf_counter``, seconds).
+
+    Only rank 0's readings are ever used (they are broadcast); ``GOLF_CLOCK_SKEW`` lets a test make one
+    rank's clock run ahead to prove that.
+    """
+    skew = os.environ.get(CLOCK_SKEW_ENV, "")
+    if skew:
+        r, factor = skew.split(":")
+        if int(r) == rank:
+            return lambda: time.perf_counter() * float(factor)
+    return time.perf_counter
+
+
+class _RankFailure(Exception):
+    """A non-zero rank's training crashed: re-raised so the launcher tears the group down."""
+
+
 def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
-    """Run (or resume) one run; returns the result dict (also written to result.json)."""
+    """Run (or resume) one run on this process; returns the result dict (rank 0 also writes result.json).
+
+    Under a launcher every process calls this with the same spec. Process 0 owns the clock and the
+    schedule: each step it decides whether another step fits and the learning-rate scale, and broadcasts
+    both, then broadcasts the seconds it measured, so every process charges the same budget and stops at
+    the same step. Raises GolfError before anything is written for any problem found by ``Run``.
+    """
     run = Run(spec, resume=resume_dir is not None)
-    main = is_main_rank()
+    backend = run.backend
+    coll = backend.collective()
+    main = coll.rank == 0
     if main:
         _prepare_dir(run)
         if not run.resume:
             atomic_write_json(run.dir / "run.json", run.manifest())
     events = EventLog(run.dir / "events.jsonl")
-    backend = run.backend
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     budget = Budget(run.track.budget_kind, run.limit)
     stream_start = 0
     ckpt = _latest_checkpoint(run.dir) if run.resume else None
-    if run.resume and ckpt is None:
-        raise GolfError(f"cannot resume {run.dir}: it has no checkpoint (only fixed-data runs checkpoint)")
     if ckpt is not None:
         h = read_json(ckpt / "harness.json", "checkpoint state")
         state = backend.load_checkpoint(ckpt / "backend", spec.model, run.config)
         budget.seconds, budget.tokens, budget.flops, budget.steps = h["seconds"], h["tokens"], h["flops"], h["steps"]
+        budget._step_seconds = list(h.get("step_seconds", []))
         stream_start = int(h["stream_tokens"])
         if main:
             events.truncate_after(budget.steps)
     else:
-        state = backend.init(spec.model, run.config, spec.seed, distributed)
+        state = backend.init(spec.model, run.config, spec.seed)
         synth = _synthetic_batch(run.batch_seqs, run.seq_len, run.config["vocab_size"], spec.seed)
-        compiler_flops = backend.compiler_flops(state, synth)
+        compiler_flops = _compiler_flops(backend, state, synth)
         state = backend.warmup(state, synth)
         if main:
             analytic = run.flops_per_token["total"] * run.batch_tokens
             events.append({"event": "flops_check", "analytic_step_flops": analytic, "compiler_step_flops": compiler_flops,
-                           "devices": backend.devices()})  # fmt: skip
+                           "devices": backend.devices(), "world_size": coll.world_size})  # fmt: skip
 
     kind = run.track.budget_kind
     checkpoint_every = spec.checkpoint_every or (max(1, 50 // max(1, spec.log_every) * spec.log_every) if kind == "tokens" else 0)
@@ -273,26 +352,27 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
     fpt = run.flops_per_token["total"]
     warmdown = float(run.config.get("warmdown_frac", 0.2))
     status, reason, last_loss = "ok", None, float("nan")
+    plan = fixed_data_plan(run.limit, run.seq_len, run.batch_seqs) if kind == "tokens" else None
+    clock = _clock(coll.rank)
 
     def next_rows() -> int:
-        if kind != "tokens":
+        if plan is None:
             return run.batch_seqs
-        remaining = int(run.limit) // run.seq_len - budget.tokens // run.seq_len
-        world = int(os.environ.get("WORLD_SIZE", "1"))  # a short final batch must still split over ranks
-        return min(run.batch_seqs, remaining) // world * world
+        return plan[budget.steps] if budget.steps < len(plan) else 0
 
     try:
         with progress.bar(f"train {spec.model}/{spec.preset}@{spec.backend}", total=run.limit) as update:
             update(budget.spent())
             while True:
                 rows = next_rows()
-                if rows <= 0 or not budget.fits(rows * run.seq_len, fpt * rows * run.seq_len):
+                fits = rows > 0 and budget.fits(rows * run.seq_len, fpt * rows * run.seq_len)
+                go, scale = coll.broadcast([1.0 if fits else 0.0, lr_scale(budget.progress(), warmdown)])
+                if go == 0.0:
                     break
-                scale = lr_scale(budget.progress(), warmdown)
-                t0 = time.perf_counter()
+                t0 = clock()
                 batch = stream.next(rows)
-                state, metrics = backend.train_step(state, batch, scale)
-                seconds = time.perf_counter() - t0
+                state, metrics = backend.train_step(state, batch, float(scale))
+                seconds = float(coll.broadcast([clock() - t0])[0])
                 tokens = rows * run.seq_len
                 budget.charge(seconds, tokens, fpt * tokens)
                 last_loss = float(metrics["loss"])
@@ -300,37 +380,48 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                 step = budget.steps
                 if main and (step % spec.log_every == 0 or step == 1 or not finite):
                     events.append({"step": step, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
-                                   "loss": last_loss, "lr_scale": scale})  # fmt: skip
+                                   "loss": last_loss, "lr_scale": float(scale)})  # fmt: skip
                 update(budget.spent(), loss=f"{last_loss:.3f}", step=step)
-                if not finite:
+                if not finite:  # the loss is reduced over processes: every process stops here
                     status, reason = "diverged", f"training loss became {last_loss} at step {step}"
                     break
                 if checkpoint_every and step % checkpoint_every == 0:
-                    _save_checkpoint(run, state, budget, stream)
+                    _save_checkpoint(run, state, budget, stream, coll)
         if main and budget.steps % spec.log_every != 0 and budget.steps != 1 and status == "ok":  # step 1 is logged
             events.append({"step": budget.steps, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
                            "loss": last_loss, "lr_scale": lr_scale(budget.progress(), warmdown)})  # fmt: skip
     except GolfError:
         raise
     except Exception as exc:  # a backend crash still leaves a valid run directory
+        if not main:
+            raise
         status, reason = "failed", f"training crashed: {exc.__class__.__name__}: {exc}"
+        if coll.world_size > 1:  # the other processes wait in a collective: record, then end the group
+            finish(run, state, budget, status, reason, coll, score=False)
+            raise GolfError(f"{reason} (run {run.dir} recorded as failed)") from None
 
-    if not main:
-        return {"status": status}
     if budget.steps == 0 and status == "ok":
         status, reason = "failed", "the budget did not allow a single training step"
     if status == "ok" and budget.over():
         status, reason = "over_budget", f"training used {budget.spent():g} {kind}, over the limit {run.limit:g}"
-
-    result = finish(run, state, budget, status, reason)
-    return result
+    return finish(run, state, budget, status, reason, coll)
 
 
-def finish(run: Run, state, budget: Budget, status: str, reason: str | None) -> dict:
+def _compiler_flops(backend, state, synth: np.ndarray) -> float | None:
+    """The framework's FLOP count for one step: a cross-check only, so a failure is logged, never fatal."""
+    try:
+        return backend.compiler_flops(state, synth)
+    except Exception as exc:  # noqa: BLE001 - e.g. out of memory on a big preset
+        progress.console.print(f"[yellow]warning:[/] compiler FLOP count failed ({exc.__class__.__name__}: {exc}); continuing")
+        return None
+
+
+def finish(run: Run, state, budget: Budget, status: str, reason: str | None, coll: Collective,
+           score: bool = True) -> dict:  # fmt: skip
+    """Every process: export, check the replicas agree, pack and score (sharded); process 0 writes the records."""
     spec = run.spec
-    backend = run.backend
-    files = backend.code_files(spec.model)
-    code = code_bytes(files)
+    main = coll.rank == 0
+    code = code_bytes(run.code_files)
     result = {
         "status": status,
         "reason": reason,
@@ -349,24 +440,30 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None) -> 
         "train_seconds": budget.seconds,
         "steps": budget.steps,
         "tokens_per_second": budget.tokens / budget.seconds if budget.seconds else None,
+        "world_size": coll.world_size,
         "code_bytes": code,
-        "code_files": code_digest(files),
-        "hardware_class": read_json(run.dir / "run.json", "run manifest")["hardware"]["class"],
+        "code_files": code_digest(run.code_files),
+        "hardware_class": read_json(run.dir / "run.json", "run manifest")["hardware"]["class"] if main else None,
         "param_count": run.model_spec.param_count(run.config),
         "config_sha256": config_hash(run.config),
         "eval_stride": run.stride,
         "eval_context": run.seq_len,
+        "eval_precision": run.eval_precision,
     }
     for key in ("val_bpb", "val_loss", "val_nll_sum", "val_tokens", "val_bytes", "pre_quant_val_bpb",
                 "artifact_bytes", "model_bytes", "eval_seconds"):  # fmt: skip
         result.setdefault(key, None)
-    if status in ("ok", "over_budget"):
+    if score and status in ("ok", "over_budget"):
         try:
-            _score(run, state, result, code)
+            _score(run, state, result, code, coll)
         except GolfError as exc:
             result.update(status="failed", reason=str(exc))
         except Exception as exc:
+            if not main:
+                raise
             result.update(status="failed", reason=f"evaluation crashed: {exc.__class__.__name__}: {exc}")
+    if not main:
+        return {"status": result["status"]}
     ck = run.dir / CHECKPOINT
     atomic_write_json(run.dir / "result.json", result)
     if ck.exists() and result["status"] != "failed":
@@ -378,21 +475,32 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None) -> 
     return result
 
 
-def _score(run: Run, state, result: dict, code: int) -> None:
+def _score(run: Run, state, result: dict, code: int, coll: Collective) -> None:
     spec = run.spec
+    main = coll.rank == 0
     weights = run.backend.export(state)
-    pre = score_weights(spec.backend, spec.model, run.config, weights, run.dataset, run.stride, label="eval (pre-quant)")
+    if coll.world_size > 1:
+        same = replicas_identical(coll, weights_digest(weights))
+        result["replicas_identical"] = same
+        if not same:
+            raise GolfError(f"the {coll.world_size} processes ended with different weights: the replicas drifted apart")
+    if run.eval_prequant:
+        pre = score_weights(spec.backend, spec.model, run.config, weights, run.dataset, run.stride,
+                            label="eval (pre-quant)", collective=coll, precision=run.eval_precision)  # fmt: skip
+        result["pre_quant_val_bpb"] = pre.val_bpb
+    # Every process packs the same (bit-identical) weights into the same bytes; only process 0 writes them.
     blob = pack(weights, run.model_spec.is_control, {"model": spec.model, "preset": spec.preset, "config": run.config,
                                                        "backend": spec.backend, "run_id": run.run_id})  # fmt: skip
-    atomic_write_bytes(run.dir / "artifact.golf", blob)
+    if main:
+        atomic_write_bytes(run.dir / "artifact.golf", blob)
     # The score is always measured on the round trip, loaded back from the bytes alone.
-    loaded = load_artifact_model((run.dir / "artifact.golf").read_bytes())
-    post = score_weights(spec.backend, loaded.model, loaded.config, loaded.weights, run.dataset, run.stride, label="eval (artifact)")
+    loaded = load_artifact_model(blob if not main else (run.dir / "artifact.golf").read_bytes())
+    post = score_weights(spec.backend, loaded.model, loaded.config, loaded.weights, run.dataset, run.stride,
+                         label="eval (artifact)", collective=coll, precision=run.eval_precision)  # fmt: skip
     size = size_report(len(blob), code, run.track.artifact_cap_bytes)
     result.update(post.to_dict())
     result["artifact_sha256"] = hashlib.sha256(blob).hexdigest()
     result.update(
-        pre_quant_val_bpb=pre.val_bpb,
         artifact_bytes=size["total_bytes"],
         model_bytes=size["model_bytes"],
         artifact_cap_bytes=size["cap_bytes"],
@@ -405,11 +513,22 @@ def _score(run: Run, state, result: dict, code: int) -> None:
         result.update(status="over_budget", reason=f"evaluation took {post.eval_seconds:.1f} s, over the {eval_max} s limit")
 
 
-def resume(run_dir_path: Path) -> dict:
+def resume_spec(run_dir_path: Path) -> RunSpec:
+    """The RunSpec recorded in an interrupted run's run.json, pointed at where the directory is now."""
+    if not Path(run_dir_path).is_dir():
+        raise GolfError(f"cannot resume {run_dir_path}: the directory does not exist")
+    if not (Path(run_dir_path) / "run.json").is_file():
+        raise GolfError(f"cannot resume {run_dir_path}: no run.json there (is it a run directory?)")
     manifest = read_json(Path(run_dir_path) / "run.json", "run manifest")
     s = manifest["spec"]
     spec = RunSpec(**{k: v for k, v in s.items() if k in RunSpec.__dataclass_fields__})
     # The run directory may have moved since; resume where it is now.
     spec.out = str(Path(run_dir_path).parent.parent.parent)
     spec.run_id = Path(run_dir_path).name
-    return execute(spec, resume_dir=Path(run_dir_path))
+    spec.force = False
+    return spec
+
+
+def resume(run_dir_path: Path) -> dict:
+    """Continue an interrupted run from its latest checkpoint (same process layout rules as a fresh run)."""
+    return execute(resume_spec(run_dir_path), resume_dir=Path(run_dir_path))

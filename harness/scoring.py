@@ -14,6 +14,7 @@ from harness import progress
 from harness.artifact import unpack
 from harness.backend import get_backend
 from harness.data.dataset import Dataset
+from harness.distributed import SINGLE, Collective
 from harness.errors import GolfError
 from harness.evaluate import EvalResult, evaluate
 from harness.models import check_weights, get_spec
@@ -54,7 +55,15 @@ def score_weights(
     stride: int,
     label: str = "eval",
     batch_windows: int = 32,
+    collective: Collective = SINGLE,
+    precision: str = "fp32",
 ) -> EvalResult:
+    """Probe and score ``weights`` on the full val split with ``backend_name``'s scorer.
+
+    With a multi-process ``collective`` every process must call this with the same arguments: each scores its
+    share of the windows and all get the same result. Raises GolfError (vocab mismatch, bad weights, a probe
+    failure, a non-finite NLL).
+    """
     spec = get_spec(model)
     if config["vocab_size"] != dataset.vocab_size:
         raise GolfError(
@@ -63,7 +72,7 @@ def score_weights(
         )
     check_weights(spec, config, weights)
     backend = get_backend(backend_name)
-    scorer = backend.scorer(model, config, weights)
+    scorer = backend.scorer(model, config, weights, precision=precision)
     tokens = dataset.val_tokens()
     accounting = dataset.accounting()
     context = int(config["seq_len"])
@@ -77,6 +86,7 @@ def score_weights(
             stride=min(stride, context),
             batch_windows=batch_windows,
             progress=lambda done, total: update(done / max(total, 1)),
+            collective=collective,
         )
     res.policy += (f"; integrity probes passed at {probes['probe_positions']} positions (sum err"
                    f" {probes['worst_sum_error']:.1e}, nll gap {probes['worst_nll_gap']:.1e},"

@@ -165,7 +165,7 @@ def test_every_backend_is_charged_the_formula_and_logs_its_own_count(shakespeare
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
-    monkeypatch.setattr(runner, "_score", lambda run, state, result, code: None)  # the loop is what is charged
+    monkeypatch.setattr(runner, "_score", lambda run, state, result, code, coll: None)  # the loop is what is charged
     micro = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
     spec, config = get_spec("llama"), get_spec("llama").config("tiny", micro)
     step = spec.flops_per_token(config)["total"] * 1024

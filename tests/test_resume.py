@@ -102,3 +102,86 @@ def test_resume_refuses_what_it_cannot_continue(shakespeare_dir, tmp_path):
     (d / "run.json").write_text(json.dumps(manifest))
     res = golf("run", "--resume", d)
     assert res.returncode == 2 and "has no checkpoint" in res.stderr and "Traceback" not in res.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# resume refuses, before any step runs, a run whose dataset, config or code changed since it started
+
+
+@pytest.fixture
+def interrupted(shakespeare_dir, tmp_path, monkeypatch):
+    """A fixed-data run interrupted after its step-2 checkpoint (in process, KeyboardInterrupt at step 3)."""
+    from harness import runner
+    from harness.backend import get_backend
+
+    monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
+    data = small_dataset(shakespeare_dir, tmp_path / "data" / "shakespeare_sp1024", train_tokens=16_000)
+    backend = get_backend("torch")
+    real_step, calls = backend.train_step, []
+
+    def step(state, batch, scale):
+        calls.append(1)
+        if len(calls) == 2 + 2 + 1:  # two warm-up steps, two real steps, then the kill
+            raise KeyboardInterrupt
+        return real_step(state, batch, scale)
+
+    overrides = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
+    spec = runner.RunSpec(track="fixed-data", scale="dev", backend="torch", model="llama", preset="tiny", seed=0,
+                          data=str(data), budget=8 * 1024, out=str(tmp_path / "runs"), run_id="cut", eval_stride=256,
+                          overrides=overrides, checkpoint_every=1)  # fmt: skip
+    monkeypatch.setattr(backend, "train_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(spec)
+    monkeypatch.setattr(backend, "train_step", real_step)
+    d = tmp_path / "runs" / "fixed-data" / "dev" / "cut"
+    assert json.loads((d / "checkpoint" / "harness.json").read_text())["steps"] == 2
+    return d, data
+
+
+def _untouched(d: Path):
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    yield
+    assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before  # no step ran, nothing written
+
+
+def test_resume_refuses_a_dataset_replaced_in_place(interrupted, shakespeare_dir, tmp_path):
+    d, data = interrupted
+    import shutil
+
+    shutil.rmtree(data)
+    small_dataset(shakespeare_dir, data, train_tokens=20_000)  # same name and id, other content
+    guard = _untouched(d)
+    next(guard)
+    res = golf("run", "--resume", d)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "not the one it started on" in res.stderr, res.stderr
+    next(guard, None)
+
+
+def test_resume_refuses_a_changed_config_or_code(interrupted, tmp_path, monkeypatch):
+    from harness import models, runner
+    from harness.backend import get_backend
+    from harness.errors import GolfError
+
+    d, _ = interrupted
+    guard = _untouched(d)
+    next(guard)
+    # the preset's definition changed between start and resume (e.g. a pulled commit)
+    monkeypatch.setitem(models.LLAMA_PRESETS, "tiny", {**models.LLAMA_PRESETS["tiny"], "warmdown_frac": 0.5})
+    with pytest.raises(GolfError, match="model config differs"):
+        runner.resume(d)
+    monkeypatch.undo()
+    # one backend source file edited by one byte
+    backend = get_backend("torch")
+    files = backend.code_files("llama")
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in files:
+        (edited / f.name).write_bytes(f.read_bytes() + (b"#" if f.name == "muon.py" else b""))
+    monkeypatch.setattr(backend, "code_files", lambda name: [edited / f.name for f in files])
+    with pytest.raises(GolfError, match=r"backend code changed since it started \(muon.py\)"):
+        runner.resume(d)
+    monkeypatch.undo()
+    next(guard, None)
+    res = runner.resume(d)  # and with nothing changed it continues to the end
+    assert res["status"] == "ok" and res["train_tokens"] == 8 * 1024

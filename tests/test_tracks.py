@@ -132,7 +132,7 @@ def run_loop(shakespeare_dir, tmp_path, monkeypatch, one_thread):
     from harness import runner
 
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
-    monkeypatch.setattr(runner, "_score", lambda run, state, result, code: None)
+    monkeypatch.setattr(runner, "_score", lambda run, state, result, code, coll: None)
 
     def go(track: str, budget: float, run_id: str = "r", **overrides):
         spec = runner.RunSpec(track=track, scale="dev", backend="torch", model="llama", preset="tiny", seed=0,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from backends.jax.runtime import Placement, Trainer, make_trainer, score_fns
+from harness.distributed import SINGLE, as_f64
 from harness.errors import GolfError
 from harness.init import init_weights
 from harness.models import check_tokens, check_weights, get_spec
@@ -58,8 +59,40 @@ def _host(tree: Any) -> Any:
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
+class JaxCollective:
+    """harness.distributed.Collective over ``jax.distributed`` processes (multihost_utils).
+
+    float64 values travel as uint32 pairs, so they keep every bit even with ``jax_enable_x64`` off; a sum is
+    an all-gather followed by a sum in process order, identical on every process.
+    """
+
+    def __init__(self) -> None:
+        self.rank, self.world_size = jax.process_index(), jax.process_count()
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """float64 (n,) -> float64 (n,), the same on every process."""
+        from jax.experimental import multihost_utils
+
+        words = as_f64(values).view(np.uint32)
+        gathered = np.asarray(multihost_utils.process_allgather(words))  # (processes, 2n)
+        return np.sum(np.ascontiguousarray(gathered).view(np.float64), axis=0)
+
+    def broadcast(self, values: np.ndarray) -> np.ndarray:
+        """Process 0's float64 (n,) on every process."""
+        from jax.experimental import multihost_utils
+
+        words = as_f64(values).view(np.uint32)
+        return np.ascontiguousarray(np.asarray(multihost_utils.broadcast_one_to_all(words))).view(np.float64)
+
+
 class JaxBackend:
     name = "jax"
+
+    def collective(self):
+        """The jax.distributed processes as a harness Collective, or SINGLE for one process."""
+        if jax.process_count() <= 1:
+            return SINGLE
+        return JaxCollective()
 
     def models(self) -> list[str]:
         return ["llama", "megalodon"]
@@ -71,9 +104,9 @@ class JaxBackend:
 
     # -- training -------------------------------------------------------------------------------------------
 
-    def init(self, spec_name: str, config: dict, seed: int, distributed: bool = False, devices=None) -> JaxState:
-        """``distributed`` is a torchrun notion; a single JAX process already drives every local device, so the
-        batch is always sharded over ``devices`` (default: all of ``jax.devices()``)."""
+    def init(self, spec_name: str, config: dict, seed: int, devices=None) -> JaxState:
+        """Params and optimizer state from the canonical initial weights of ``seed``; the batch is always
+        sharded over ``devices`` (default: all of ``jax.devices()``)."""
         spec = get_spec(spec_name)
         if spec_name not in self.models():
             raise GolfError(f"the jax backend does not implement model '{spec_name}'")
@@ -128,8 +161,10 @@ class JaxBackend:
 
     # -- scoring --------------------------------------------------------------------------------------------
 
-    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None) -> "JaxScorer":
-        return JaxScorer(spec_name, config, weights, devices)
+    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None,
+               precision: str = "fp32") -> "JaxScorer":  # fmt: skip
+        """A JaxScorer over ``devices`` (default: this process's devices) at ``precision`` (fp32 | bf16)."""
+        return JaxScorer(spec_name, config, weights, devices, precision)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
 
@@ -176,15 +211,24 @@ class JaxScorer:
     """score(tokens (B, T+1)) -> NLL (B, T) float32; logprobs(tokens, positions (n, 2)) -> (n, V) float32.
 
     One jitted forward per window shape (shorter windows simply compile once more). Rows are sharded over
-    the devices like training batches (padded to a multiple of the device count, padding dropped after).
+    ``devices`` like training batches (padded to a multiple of the device count, padding dropped after); the
+    default is every device of this process (``jax.local_devices()``, all of ``jax.devices()`` in a
+    single-process run): with several processes the evaluator already gives each process its own windows.
+
+    ``precision`` (a track rule, the same meaning as the torch scorer's; runtime.score_fns): "fp32" = fp32
+    everywhere; "bf16" = matmuls take bf16 inputs with fp32 accumulation, projection outputs rounded to bf16;
+    residual stream, norms, RoPE, attention scores/softmax, CEMA, logits and log-sum-exp in fp32.
+    Raises GolfError for bad weights or an unknown precision.
     """
 
-    def __init__(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None):
+    def __init__(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None,
+                 precision: str = "fp32"):  # fmt: skip
         check_weights(get_spec(spec_name), config, weights)
         self.vocab_size = config["vocab_size"]
-        self.place = Placement(devices)
+        self.precision = precision
+        self._nll, self._logprobs = score_fns(spec_name, config, precision)
+        self.place = Placement(devices if devices is not None else jax.local_devices())
         self.params = self.place.replicate({k: jnp.asarray(v, jnp.float32) for k, v in weights.items()})
-        self._nll, self._logprobs = score_fns(spec_name, config)
 
     def _rows(self, tokens: np.ndarray) -> tuple[jax.Array, int]:
         padded, n = self.place.pad_rows(tokens)

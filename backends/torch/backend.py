@@ -23,14 +23,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
+from harness.distributed import SINGLE, as_f64, env_world_size, pad_rows
 from harness.errors import GolfError
 from harness.init import init_weights
 from harness.models import check_tokens, check_weights, get_spec
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = "golfbench-torch-1"
+IGNORE_INDEX = -100  # targets of zero-weight padding rows
 
 
 @dataclass(frozen=True)
@@ -83,15 +86,38 @@ class TorchState:
     step: int = 0
 
 
-def _world(distributed: bool) -> tuple[int, int]:
-    """Joins the torchrun process group when asked to and launched that way; (rank, world) otherwise (0, 1)."""
-    if not distributed or not dist.is_available():
+def _world() -> tuple[int, int]:
+    """(rank, world size): joins the launcher's process group on first use when WORLD_SIZE > 1, else (0, 1)."""
+    if env_world_size() <= 1 or not dist.is_available():
         return 0, 1
     if not dist.is_initialized():
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return 0, 1
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+class TorchCollective:
+    """harness.distributed.Collective over torch.distributed (gloo on CPU, NCCL on CUDA).
+
+    A sum is an all-gather followed by a sum in rank order, so every rank gets the same bits whatever the
+    transport's reduction order.
+    """
+
+    def __init__(self) -> None:
+        self.rank, self.world_size = _world()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """float64 (n,) -> float64 (n,), the same on every rank."""
+        mine = torch.from_numpy(as_f64(values)).to(self.device)
+        parts = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(parts, mine)
+        return np.sum(np.stack([p.cpu().numpy() for p in parts]), axis=0)
+
+    def broadcast(self, values: np.ndarray) -> np.ndarray:
+        """Rank 0's float64 (n,) on every rank."""
+        t = torch.from_numpy(as_f64(values).copy()).to(self.device)
+        dist.broadcast(t, src=0)
+        return t.cpu().numpy()
 
 
 def _device() -> torch.device:
@@ -115,6 +141,16 @@ def _autocast(device: torch.device, enabled: bool = True):
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]), \
             torch.autocast("cuda", dtype=torch.bfloat16):
         yield
+
+
+def _score_autocast(device: torch.device, bf16: bool):
+    """The scorer's bf16 mode on any device: CUDA as in training (_autocast), elsewhere torch.autocast on the
+    CPU (bf16 matmul inputs, fp32 accumulation); a no-op for fp32."""
+    if not bf16:
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        return _autocast(device)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _build_model(spec_name: str, config: dict, weights: dict, device: torch.device) -> nn.Module:
@@ -161,7 +197,7 @@ class TorchScorer:
         self._forward = torch.compile(model) if device.type == "cuda" else model
 
     def _logprobs(self, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), _autocast(self.device, self.amp):
+        with torch.inference_mode(), _score_autocast(self.device, self.amp):
             return torch.log_softmax(self._forward(inputs).float(), dim=-1)
 
     def _chunks(self, n_rows: int, seq_len: int):
@@ -210,13 +246,21 @@ class TorchBackend:
 
     # -- training ------------------------------------------------------------------------------------------
 
-    def init(self, spec_name: str, config: dict, seed: int, distributed: bool = False) -> TorchState:
-        torch.manual_seed(seed)
-        return self._new_state(spec_name, config, init_weights(get_spec(spec_name), config, seed), distributed)
+    def collective(self):
+        """The torchrun process group as a harness Collective (joined on first call), or SINGLE."""
+        if env_world_size() <= 1:
+            return SINGLE
+        return TorchCollective()
 
-    def _new_state(self, spec_name: str, config: dict, weights: dict, distributed: bool) -> TorchState:
+    def init(self, spec_name: str, config: dict, seed: int) -> TorchState:
+        """Model + optimizers from the canonical initial weights of ``seed``; DDP-wrapped when the process is
+        one of a process group (WORLD_SIZE > 1)."""
+        torch.manual_seed(seed)
+        return self._new_state(spec_name, config, init_weights(get_spec(spec_name), config, seed))
+
+    def _new_state(self, spec_name: str, config: dict, weights: dict) -> TorchState:
         fam = family(spec_name)
-        rank, world = _world(distributed)
+        rank, world = _world()
         device = _device()
         model = _build_model(spec_name, config, weights, device)
         train_model: Callable = model
@@ -230,21 +274,37 @@ class TorchBackend:
                           fam, rank, world)
 
     def train_step(self, state: TorchState, batch: np.ndarray, lr_scale: float) -> tuple[TorchState, dict]:
-        local = self._local_rows(state, batch)
-        tokens = _tokens(local, state.config["vocab_size"], state.device)
+        """One optimizer step on the global ``batch`` int32 (B, T+1); this rank trains on its share of rows.
+
+        Rows are padded with zero-weight rows to a multiple of the world size (harness.distributed.pad_rows),
+        so any B works on any number of ranks, as in the JAX backend. The loss is the mean NLL over the real
+        rows of the global batch: each micro-batch contributes its summed NLL over real targets / (B·T), times
+        the world size because DDP averages gradients over ranks. Returns (state, {"loss": float}).
+        """
+        padded, weight = pad_rows(check_tokens(batch, state.config["vocab_size"]), state.world)
+        per = padded.shape[0] // state.world
+        mine = slice(state.rank * per, (state.rank + 1) * per)
+        tokens = _tokens(padded[mine], state.config["vocab_size"], state.device)
+        targets = tokens[:, 1:].clone()
+        targets[torch.from_numpy(weight[mine] == 0).to(state.device)] = IGNORE_INDEX
+        denom = float(batch.shape[0] * (batch.shape[1] - 1))
         for opt in state.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
         # Gradient accumulation keeps the global batch independent of memory: a 524,288-token step on one GPU
-        # runs as micro-batches; on CPU (small dev batches) it is one pass, bit-identical to no accumulation.
-        chunks = torch.split(tokens, _micro_rows(state, tokens.shape), dim=0)
+        # runs as micro-batches; on CPU (small dev batches) it is one pass.
+        rows = _micro_rows(state, tokens.shape)
+        starts = range(0, tokens.shape[0], rows)
         loss = torch.zeros((), device=state.device)
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
+        for i, r0 in enumerate(starts):
+            last = i == len(starts) - 1
             sync = contextlib.nullcontext() if last or state.world == 1 else state.train_model.no_sync()
             with sync, _autocast(state.device):
-                part = state.train_model(chunk[:, :-1], chunk[:, 1:]) * (chunk.shape[0] / tokens.shape[0])
-            part.backward()
+                logits = state.train_model(tokens[r0 : r0 + rows, :-1])
+                nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets[r0 : r0 + rows].reshape(-1),
+                                      ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+                part = nll / denom
+            (part * state.world).backward()
             loss = loss + part.detach()
         state.family.before_update(state.model, state.optimizers, state.config, state.step)
         for opt in state.optimizers:
@@ -252,20 +312,9 @@ class TorchBackend:
             opt.zero_grad(set_to_none=True)  # between steps the state holds no gradients
         state.step += 1
         loss = loss.detach()
-        if state.world > 1:  # every rank has the same number of rows: the global mean is the mean of means
+        if state.world > 1:  # each rank holds its share of the global sum
             dist.all_reduce(loss, op=dist.ReduceOp.SUM)
-            loss = loss / state.world
         return state, {"loss": float(loss)}
-
-    @staticmethod
-    def _local_rows(state: TorchState, batch: np.ndarray) -> np.ndarray:
-        if state.world == 1:
-            return batch
-        rows = batch.shape[0]
-        if rows % state.world:
-            raise GolfError(f"a batch of {rows} rows does not split over {state.world} ranks: make it a multiple")
-        per = rows // state.world
-        return batch[state.rank * per : (state.rank + 1) * per]
 
     def warmup(self, state: TorchState, batch: np.ndarray, steps: int = 2) -> TorchState:
         """Primes compilation and allocator with real steps, then puts back the exact pre-warmup state."""
@@ -358,8 +407,7 @@ class TorchBackend:
                 f"checkpoint {path} is for {payload['spec']} with another config (differs in {changed[:5]}): "
                 "resume with the run's original model and preset"
             )
-        distributed = dist.is_available() and dist.is_initialized()
-        state = self._new_state(spec_name, config, payload["model"], distributed)
+        state = self._new_state(spec_name, config, payload["model"])
         for opt, saved in zip(state.optimizers, payload["optimizers"], strict=True):
             opt.load_state_dict(saved)
         state.step = int(payload["step"])
