@@ -16,6 +16,7 @@ attention, 6 * L * 2 * d * (T+1)/2 per token. What the counters count differentl
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -187,3 +188,56 @@ def test_every_backend_is_charged_the_formula_and_logs_its_own_count(shakespeare
     # each framework's own count of one step differs from the formula in its own way (see the module docstring)
     assert t_check["compiler_step_flops"] and j_check["compiler_step_flops"]
     assert t_check["compiler_step_flops"] != j_check["compiler_step_flops"]
+
+
+def test_torch_flop_cross_check_of_an_official_step_fits_in_4_gb():
+    """llama/baseline at 524,288 tokens/step (512 rows of 1,024): the cross-check counts one row and scales, so a
+    GPU run's first step cannot die in it. Measured in a fresh process: peak RSS (ru_maxrss) < 4 GB."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    code = """
+import json, resource, numpy as np, torch
+torch.set_num_threads(1)
+from harness.backend import get_backend
+from harness.models import get_spec
+spec = get_spec("llama"); config = spec.config("baseline")
+backend = get_backend("torch")
+state = backend.init("llama", config, 0)
+rows = config["train_batch_tokens"] // config["seq_len"]
+batch = np.random.default_rng(0).integers(0, config["vocab_size"], (rows, config["seq_len"] + 1), dtype=np.int32)
+flops = backend.compiler_flops(state, batch)
+print(json.dumps({"rows": rows, "flops": flops, "matmul": spec.flops_per_token(config)["matmul"] * rows * config["seq_len"],
+                  "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["rows"] == 512
+    assert out["peak_bytes"] < 4 * 1024**3, out
+    # the scaled count still covers at least every weight matmul of the whole 524,288-token step
+    assert out["matmul"] < out["flops"] < 2.5 * out["matmul"], out
+
+
+def test_a_failing_flop_cross_check_is_logged_not_fatal(shakespeare_dir, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from harness import runner
+    from harness.backend import get_backend
+    from harness.records import read_events
+
+    monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
+    monkeypatch.setattr(runner, "_score", lambda run, state, result, code, coll: None)
+
+    def boom(state, batch):
+        raise MemoryError("out of memory in the counter")
+
+    monkeypatch.setattr(get_backend("torch"), "compiler_flops", boom)
+    micro = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
+    result = runner.execute(runner.RunSpec(track="fixed-data", scale="dev", backend="torch", model="llama", preset="tiny",
+                                           data=str(shakespeare_dir), budget=2048, out=str(tmp_path), run_id="x",
+                                           eval_stride=256, overrides=micro))  # fmt: skip
+    assert result["status"] == "ok" and result["train_tokens"] == 2048
+    check = next(e for e in read_events(tmp_path / "fixed-data" / "dev" / "x" / "events.jsonl") if e.get("event") == "flops_check")
+    assert check["compiler_step_flops"] is None
