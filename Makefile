@@ -7,7 +7,7 @@ DATA    ?= data/shakespeare_sp1024
 # Cap BLAS/XLA threads at the machine's cores so two frameworks in one process do not oversubscribe.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-all bench data clean
+.PHONY: setup demo test test-all bench data rehearse clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,9 @@ demo: setup data
 test: setup
 	$(BIN)/python -m pytest tests -m "not slow"
 	$(BIN)/python -m pytest tests -m slow
+
+rehearse: setup data
+	$(BIN)/golf rehearse --data $(DATA)
 
 bench: setup data
 	$(BIN)/python bench/cpu.py --data $(DATA) --out bench/results/cpu.json

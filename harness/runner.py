@@ -488,6 +488,7 @@ def _score(run: Run, state, result: dict, code: int, coll: Collective) -> None:
         pre = score_weights(spec.backend, spec.model, run.config, weights, run.dataset, run.stride,
                             label="eval (pre-quant)", collective=coll, precision=run.eval_precision)  # fmt: skip
         result["pre_quant_val_bpb"] = pre.val_bpb
+        _log_eval(run, main, "pre-quant", pre)
     # Every process packs the same (bit-identical) weights into the same bytes; only process 0 writes them.
     blob = pack(weights, run.model_spec.is_control, {"model": spec.model, "preset": spec.preset, "config": run.config,
                                                        "backend": spec.backend, "run_id": run.run_id})  # fmt: skip
@@ -497,6 +498,7 @@ def _score(run: Run, state, result: dict, code: int, coll: Collective) -> None:
     loaded = load_artifact_model(blob if not main else (run.dir / "artifact.golf").read_bytes())
     post = score_weights(spec.backend, loaded.model, loaded.config, loaded.weights, run.dataset, run.stride,
                          label="eval (artifact)", collective=coll, precision=run.eval_precision)  # fmt: skip
+    _log_eval(run, main, "artifact", post)
     size = size_report(len(blob), code, run.track.artifact_cap_bytes)
     result.update(post.to_dict())
     result["artifact_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -511,6 +513,13 @@ def _score(run: Run, state, result: dict, code: int, coll: Collective) -> None:
     eval_max = run.scale.get("eval_seconds_max")
     if eval_max and post.eval_seconds > eval_max and result["status"] == "ok":
         result.update(status="over_budget", reason=f"evaluation took {post.eval_seconds:.1f} s, over the {eval_max} s limit")
+
+
+def _log_eval(run: Run, main: bool, label: str, res) -> None:
+    """One event per scoring pass of the full val split, so the number of passes is on record."""
+    if main:
+        EventLog(run.dir / "events.jsonl").append({"event": "eval", "label": label, "seconds": res.eval_seconds,
+                                                   "val_bpb": res.val_bpb, "precision": run.eval_precision})  # fmt: skip
 
 
 def resume_spec(run_dir_path: Path) -> RunSpec:
