@@ -55,12 +55,21 @@ class TensorEntry:
     stored_bytes: int
 
 
+FP16_MAX = float(np.finfo(np.float16).max)  # 65,504: past it a value stored as fp16 becomes inf
+
+
+def _fits_fp16(a: np.ndarray) -> bool:
+    return not a.size or float(np.max(np.abs(a))) <= FP16_MAX
+
+
 def _quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row int8 of a 2-D fp32 tensor: (int8 (rows, cols), scale (rows,)). The scale is fp16 as in
+    parameter-golf, or fp32 when a row's scale would overflow fp16 (|w| past ~8.3e6); never an inf."""
     clip = np.quantile(np.abs(w), CLIP_Q, axis=1).astype(np.float32)
     clipped = np.clip(w, -clip[:, None], clip[:, None])
     scale = np.maximum(clip / 127.0, 1.0 / 127.0).astype(np.float32)
     q = np.clip(np.round(clipped / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale.astype(np.float16)
+    return q, scale.astype(np.float16) if _fits_fp16(scale) else scale
 
 
 def _quantize_tensor(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,23 +80,36 @@ def _quantize_tensor(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize(weights: dict[str, np.ndarray], is_control: Callable[[str], bool]) -> tuple[dict, dict]:
-    """Return (stored tensors, per-tensor codec table) for codec `int8`."""
+    """Return (stored tensors, per-tensor codec table) for codec `int8`.
+
+    weights: {name: float array}. A small tensor that parameter-golf would keep in fp16 but whose values
+    overflow fp16 is kept in fp32 instead, and its table entry says so (``"fp16_overflow": true``); so is a
+    per-row scale that would overflow fp16 (``"scale": "fp32"``). Raises GolfError for a reserved name or a
+    NaN/inf weight (the model diverged: there is nothing meaningful to store).
+    """
     stored: dict[str, np.ndarray] = {}
     table: dict[str, dict] = {}
     for name in sorted(weights):
         w = np.asarray(weights[name], dtype=np.float32)
         if name.endswith(_SCALE):
             raise GolfError(f"tensor name '{name}' uses the reserved suffix '{_SCALE}'")
+        if w.size and not np.isfinite(w).all():
+            raise GolfError(f"weight tensor '{name}' holds NaN or inf values: the model diverged; nothing to pack")
+        entry: dict = {"shape": list(w.shape)}
         if w.size <= KEEP_FLOAT_MAX_NUMEL:
             codec = "fp32" if is_control(name) else "fp16"
+            if codec == "fp16" and not _fits_fp16(w):
+                codec, entry["fp16_overflow"] = "fp32", True
             stored[name] = w.astype(np.float32 if codec == "fp32" else np.float16)
         elif w.ndim == 2:
             codec = "int8_row"
             stored[name], stored[name + _SCALE] = _quantize_rows(w)
+            if stored[name + _SCALE].dtype == np.float32:
+                entry["scale"] = "fp32"
         else:
             codec = "int8_tensor"
             stored[name], stored[name + _SCALE] = _quantize_tensor(w)
-        table[name] = {"codec": codec, "shape": list(w.shape)}
+        table[name] = {"codec": codec, **entry}
     return stored, table
 
 
@@ -158,6 +180,7 @@ def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, st
     meta = header.pop("__metadata__", {}) or {}
     data = memoryview(blob)[8 + n :]
     tensors = {}
+    ranges = []
     for name, info in header.items():
         try:
             dtype = _DTYPES[info["dtype"]]
@@ -174,6 +197,17 @@ def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, st
                 f" holds {len(data)} data bytes; refusing to allocate"
             )
         tensors[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(shape)
+        ranges.append((start, end, name))
+    # As the safetensors library validates: the byte ranges, in offset order, tile the data exactly (no
+    # overlap, no gap, nothing past the last tensor), so no byte is read twice or hidden.
+    covered = 0
+    for start, end, name in sorted(ranges):
+        if start != covered:
+            what = "overlaps the tensor before it" if start < covered else f"leaves bytes [{covered}, {start}) uncovered"
+            raise CorruptArtifact(f"tensor '{name}' at [{start}, {end}) {what}")
+        covered = end
+    if covered != len(data):
+        raise CorruptArtifact(f"the container holds {len(data) - covered} data bytes after its last tensor")
     return tensors, {str(k): str(v) for k, v in meta.items()}
 
 

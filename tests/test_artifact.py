@@ -135,3 +135,76 @@ def test_canonical_init_draws_an_independent_stream_per_tensor():
     assert not np.array_equal(w["layers.0.cema.alpha"], w["layers.0.cema.delta"])
     assert np.array_equal(w["layers.0.wv.weight"], init_weights(spec, spec.config("tiny"), 0)["layers.0.wv.weight"])
     assert not np.array_equal(w["layers.0.wv.weight"], init_weights(spec, spec.config("tiny"), 1)["layers.0.wv.weight"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# numbers that are not numbers: nothing overflows fp16 silently, nothing non-finite is packed
+
+
+def test_a_small_tensor_beyond_fp16_stays_fp32_and_is_recorded():
+    w = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
+    w[3, 4] = 1e5  # fp16's largest finite value is 65,504: stored as fp16 this became inf
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float16(1e5))
+    weights, _ = art.unpack(_pack({"w": w, "v": np.ones(4, np.float32)}))
+    assert np.array_equal(weights["w"], w)  # kept exactly, in fp32
+    table = {e.name: e for e in art.entries(_pack({"w": w}))}
+    assert table["w"].codec == "fp32" and table["w"].stored_bytes == 64 * 4
+    tensors, meta = art._parse_safetensors(art._decompress(_pack({"w": w})))
+    assert json.loads(meta["tensors"])["w"] == {"codec": "fp32", "fp16_overflow": True, "shape": [8, 8]}
+
+
+def test_a_row_scale_beyond_fp16_is_stored_fp32():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(300, 300)).astype(np.float32)
+    w[7] *= 1e7  # clip/127 ~ 3e5 > 65,504: an fp16 scale would be inf and the whole row inf
+    weights, _ = art.unpack(_pack({"w": w}))
+    assert np.isfinite(weights["w"]).all()
+    row_err = np.abs(weights["w"][7] - np.clip(w[7], -np.abs(w[7]).max(), np.abs(w[7]).max())).max()
+    assert row_err <= np.abs(w[7]).max() / 127  # half a step of rounding, plus the clip
+    _, meta = art._parse_safetensors(art._decompress(_pack({"w": w})))
+    assert json.loads(meta["tensors"])["w"]["scale"] == "fp32"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused(bad):
+    w = np.zeros((4, 4), np.float32)
+    w[1, 2] = bad
+    with pytest.raises(GolfError, match="'w' holds NaN or inf values"):
+        _pack({"w": w})
+
+
+def _two_tensor_container(offsets_a, offsets_b, data_len=16) -> bytes:
+    meta = {"format": art.FORMAT, "codec": "int8",
+            "tensors": json.dumps({"a": {"codec": "fp32", "shape": [2]}, "b": {"codec": "fp32", "shape": [2]}})}
+    return _container({"__metadata__": meta, "a": {"dtype": "F32", "shape": [2], "data_offsets": offsets_a},
+                       "b": {"dtype": "F32", "shape": [2], "data_offsets": offsets_b}}, b"\0" * data_len)
+
+
+@pytest.mark.parametrize(
+    "a, b, n, needle",
+    [
+        ([0, 8], [4, 12], 16, "overlaps"),  # b reads a's last 4 bytes
+        ([0, 8], [0, 8], 16, "overlaps"),  # both name the same bytes
+        ([0, 8], [12, 20], 20, "uncovered"),  # a gap of 4 hidden bytes
+        ([8, 16], [16, 24], 24, "uncovered"),  # nothing at offset 0
+        ([0, 8], [8, 16], 20, "after its last tensor"),  # trailing bytes
+    ],
+)
+def test_container_byte_ranges_must_tile_the_data_as_safetensors_requires(a, b, n, needle):
+    from safetensors.numpy import load
+
+    blob = _two_tensor_container(a, b, n)
+    with pytest.raises(Exception):  # the safetensors library itself refuses the same container
+        load(zstandard.ZstdDecompressor().decompress(blob))
+    with pytest.raises(GolfError, match=needle):
+        art.unpack(blob)
+
+
+def test_a_well_formed_two_tensor_container_loads_in_any_header_order():
+    from safetensors.numpy import load
+
+    blob = _two_tensor_container([8, 16], [0, 8])  # listed out of offset order: still valid
+    assert sorted(load(zstandard.ZstdDecompressor().decompress(blob))) == ["a", "b"]
+    weights, _ = art.unpack(blob)
+    assert sorted(weights) == ["a", "b"]

@@ -63,3 +63,40 @@ def test_nan_loss_stops_the_run_as_diverged(model: str, backend: str, lrs: list[
     assert "no eligible runs" in golf_ok("leaderboard", "--runs", out, "--include-unofficial").stdout
     ver = golf("verify", d)
     assert ver.returncode == 1 and f"status: status is 'diverged' ({result['reason']})" in ver.stderr, ver.stderr
+
+
+def test_a_non_finite_score_fails_the_run_naming_where(shakespeare_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A scorer that returns NaN for one window: the run is `failed` (never `ok` with val_bpb null), and the
+    reason names the val position of the window."""
+    import numpy as np
+
+    from harness import runner
+    from harness.backend import get_backend
+
+    backend = get_backend("torch")
+    real = backend.scorer
+
+    class NanAt:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, tokens):
+            nll = self.inner(tokens)
+            if tokens.shape[0] > 1:  # evaluation batches, not the integrity probes' single rows
+                nll[1, -1] = np.nan
+            return nll
+
+        def logprobs(self, tokens, positions):
+            return self.inner.logprobs(tokens, positions)
+
+    monkeypatch.setattr(backend, "scorer", lambda *a, **k: NanAt(real(*a, **k)))
+    monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
+    micro = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
+    data = small_dataset(shakespeare_dir, tmp_path / "small")
+    result = runner.execute(runner.RunSpec(track="fixed-data", scale="dev", backend="torch", model="llama", preset="tiny",
+                                           data=str(data), budget=2048, out=str(tmp_path / "runs"), run_id="nan",
+                                           eval_stride=256, overrides=micro))  # fmt: skip
+    assert result["status"] == "failed" and result["val_bpb"] is None
+    # window 1 of the first batch starts at val token 256 (stride 256 = context)
+    assert result["reason"].startswith("the scorer returned a non-finite NLL (nan) in the window starting at val token 256")
+    assert validate_result(result) == []
