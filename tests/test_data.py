@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from golf_helpers import golf, golf_ok
 from harness.data import fineweb
 from harness.data.dataset import Dataset, verify
 from harness.data.manifest import read_manifest, sha256_file, write_manifest
 from harness.data.shakespeare import build, load_documents, split_documents, strip_gutenberg
 from harness.data.shards import HEADER_BYTES, read_shard, write_shard
 from harness.data.stream import BatchStream
-from harness.data.tokenizer import BOS_ID, train_tokenizer
+from harness.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 from harness.errors import GolfError
 from harness.evaluate import count_val_bytes
 
@@ -189,18 +190,23 @@ def test_open_catches_a_truncated_shard(dataset_copy: Path) -> None:
 # ---------------------------------------------------------------------------------------------- fineweb
 
 
-def _fake_export(root: Path, tokenizer: Path, train: int = 3) -> Path:
-    """parameter-golf's local layout: datasets/fineweb10B_sp1024/*.bin and tokenizers/fineweb_1024_bpe.model."""
+def _fake_export(root: Path, tokenizer: Path, train: int = 3, val: list[list[int]] | None = None) -> Path:
+    """parameter-golf's local layout: datasets/fineweb10B_sp1024/*.bin and tokenizers/fineweb_1024_bpe.model.
+
+    Documents are real text encoded with ``tokenizer`` (fetch proves the byte table on the val documents), cut
+    to 999 + i tokens (train shard i) and 500 and 300 tokens (val) unless ``val`` gives the val documents' ids."""
     shard_dir = root / "datasets" / "fineweb10B_sp1024"
     shard_dir.mkdir(parents=True)
-    rng = np.random.default_rng(1)
+    sp = load_tokenizer(tokenizer)
+    texts = {d.name: d.text for d in load_documents()}
     for i in range(train):
-        write_shard(shard_dir / f"fineweb_train_{i:06d}.bin", np.r_[1, rng.integers(4, 1024, 999 + i)])
-    write_shard(
-        shard_dir / "fineweb_val_000000.bin", np.r_[1, rng.integers(4, 1024, 500), 1, rng.integers(4, 1024, 300)]
-    )
+        write_shard(shard_dir / f"fineweb_train_{i:06d}.bin", np.r_[1, sp.encode(texts["hamlet"])[i * 1000 :][: 999 + i]])
+    if val is None:
+        val = [sp.encode(texts["sonnets"])[:500], sp.encode(texts["tempest"])[:300]]
+        assert all(not sp.is_byte(d[-1]) and sp.id_to_piece(d[-1]) != "\u2581" for d in val)  # whole characters, no trailing space
+    write_shard(shard_dir / "fineweb_val_000000.bin", np.concatenate([np.r_[1, d] for d in val]))
     # A CaseOps byte sidecar matches `fineweb_val_*.bin` but is not a val shard.
-    write_shard(shard_dir / "fineweb_val_bytes_000000.bin", rng.integers(0, 5, 802))
+    write_shard(shard_dir / "fineweb_val_bytes_000000.bin", np.random.default_rng(1).integers(0, 5, 802))
     (root / "tokenizers").mkdir()
     shutil.copy(tokenizer, root / "tokenizers" / "fineweb_1024_bpe.model")
     return root
@@ -261,6 +267,67 @@ def test_fineweb_download_path_uses_the_remote_manifest(shakespeare: Dataset, tm
     assert not any("bytes" in a for a in asked)
     assert verify(out)["ok"]
     assert json.loads((out / "manifest.json").read_text())["build"]["source"] == "hf://datasets/someone/else/datasets"
+
+
+def test_fineweb_fetch_checks_ids_val_and_bytes_before_installing_anything(shakespeare: Dataset, tmp_path: Path) -> None:
+    """Each refusal is one line, and the destination (even its parent folder) is never created."""
+    out = tmp_path / "deep" / "fineweb_sp1024"
+    shard_dir = Path("datasets") / "fineweb10B_sp1024"
+
+    over = _fake_export(tmp_path / "over", shakespeare.tokenizer_path)
+    write_shard(over / shard_dir / "fineweb_train_000001.bin", np.r_[1, 5, 2000, 7])
+    with pytest.raises(GolfError) as info:
+        fineweb.fetch(out, train_shards=2, source=over)
+    assert str(info.value) == (
+        f"shard {over / shard_dir / 'fineweb_train_000001.bin'} holds token id 2000 >= vocab size 1024: it does not"
+        " match the tokenizer; check --variant/--source"
+    )
+
+    empty = _fake_export(tmp_path / "empty", shakespeare.tokenizer_path, val=[[]])
+    with pytest.raises(GolfError, match=r"^the val split of variant sp1024 has 1 token\(s\), nothing to score; check --source$"):
+        fineweb.fetch(out, train_shards=1, source=empty)
+
+    sp = load_tokenizer(shakespeare.tokenizer_path)
+    good = sp.encode("to be or not to be")
+    bad = [sp.piece_to_id("<0xE2>"), sp.piece_to_id("<0x41>")]  # not UTF-8: decodes to U+FFFD + 'A', 4 bytes
+    broken = _fake_export(tmp_path / "broken", shakespeare.tokenizer_path, val=[good, bad])
+    with pytest.raises(GolfError) as info:
+        fineweb.fetch(out, train_shards=1, source=broken)
+    assert str(info.value).startswith(
+        f"refusing the sp1024 export: val document 1 (BOS at val token {len(good) + 1}): the byte table counts 2 bytes"
+        " but the document decodes to 4; at document token 1, piece '<0xE2>' (id 230) counts 1 byte(s) where decode"
+        " prints '\ufffd' (3 bytes)"
+    )
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "deep").exists()
+
+
+def test_fineweb_fetch_refuses_a_lossy_tokenizer_unless_allowed(shakespeare: Dataset, tmp_path: Path) -> None:
+    """The export has no raw text: the probe and the decoded val documents are what can be checked."""
+    texts = {d.name: d.text for d in load_documents()}
+    folding = train_tokenizer(
+        [texts[n] for n in ("hamlet", "lear", "othello")], tmp_path / "cf.model", options={"normalization_rule_name": "nmt_nfkc_cf"}
+    )
+    assert load_tokenizer(folding).vocab_size() == 1024
+    src = _fake_export(tmp_path / "src", folding)
+    out = tmp_path / "fw" / "fineweb_sp1024"
+    with pytest.raises(GolfError) as info:
+        fineweb.fetch(out, train_shards=1, source=src)
+    assert str(info.value).startswith(
+        "refusing the sp1024 export: its tokenizer is lossy (decode(encode(text)) of the probe text differs from its"
+        " nmt_nfkc form at character 0: 'the quick br' instead of 'The Quick Br')"
+    )
+    assert str(info.value).endswith("pass --allow-lossy to fetch it anyway as unofficial dataset fineweb_sp1024-lossy")
+    assert not (tmp_path / "fw").exists()
+
+    fineweb.fetch(out, train_shards=1, source=src, allow_lossy=True)
+    ds = Dataset.open(out)
+    assert (ds.id, ds.lossy) == ("fineweb_sp1024-lossy", True)
+    report = json.loads(golf_ok("data", "verify", out, "--json", "--allow-lossy").stdout)
+    assert report["ok"] and report["lossy"] is True and report["id"] == "fineweb_sp1024-lossy"
+    assert report["lossy_reason"].startswith("decode(encode(text)) of the probe text differs")
+    res = golf("data", "verify", out)
+    assert res.returncode == 1 and "is a lossy dataset" in res.stderr and "pass --allow-lossy to accept it" in res.stderr
 
 
 # ---------------------------------------------------------------------------------------------- batch stream

@@ -1,4 +1,5 @@
-"""Open a built dataset folder (cheap checks) and verify one thoroughly (hashes, ids, split hygiene, bytes)."""
+"""Open a built dataset folder (cheap checks) and verify one thoroughly (hashes, ids, split hygiene, bytes proven
+per val document, tokenizer losslessness)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.data.manifest import MANIFEST_NAME, read_manifest, sha256_bytes, sha256_file
+from harness.data.manifest import LOSSY_SUFFIX, MANIFEST_NAME, read_manifest, sha256_bytes, sha256_file
 from harness.data.shards import read_header, read_shard
-from harness.data.tokenizer import ByteAccounting, load_tokenizer
+from harness.data.tokenizer import (
+    ByteAccounting,
+    doc_bytes_problem,
+    load_tokenizer,
+    probe_problem,
+    token_roundtrip_problem,
+)
 from harness.errors import GolfError
 from harness.evaluate import count_val_bytes  # the evaluator owns the byte rule
 
@@ -42,6 +49,7 @@ class Dataset:
     train_paths: list[Path] = field(default_factory=list)
     val_paths: list[Path] = field(default_factory=list)
     id: str = ""  # name plus tokenizer variant, e.g. "shakespeare_sp1024": what tracks refer to
+    lossy: bool = False  # the manifest says the tokenizer is lossy; the id then ends with "-lossy"
 
     @classmethod
     def open(cls, dataset_dir: Path) -> "Dataset":
@@ -69,6 +77,9 @@ class Dataset:
         val_count = sum(int(s["tokens"]) for s in manifest["shards"] if s["split"] == "val")
         if val_count < 2:
             raise GolfError(f"{dataset_dir}: the val split has fewer than 2 tokens, nothing to score; {hint}")
+        lossy_problem = _lossy_label_problem(manifest)
+        if lossy_problem:
+            raise GolfError(f"{dataset_dir / MANIFEST_NAME}: {lossy_problem}; {hint}")
         tok_path = dataset_dir / str(manifest["tokenizer"])
         sp = load_tokenizer(tok_path)
         if sp.vocab_size() != vocab:
@@ -86,6 +97,7 @@ class Dataset:
             train_paths=paths["train"],
             val_paths=paths["val"],
             id=str(manifest.get("id", name)),
+            lossy=bool(manifest.get("lossy", False)),
         )
 
     def check_contents(self) -> None:
@@ -119,6 +131,16 @@ class Dataset:
 
     def val_tokens_total(self) -> int:
         return sum(int(s["tokens"]) for s in self.manifest["shards"] if s["split"] == "val")
+
+
+def _lossy_label_problem(manifest: dict[str, Any]) -> str | None:
+    """A manifest marked lossy must carry an id ending with LOSSY_SUFFIX (so no track takes it as official)."""
+    lossy, ident = manifest.get("lossy", False), str(manifest.get("id", manifest.get("name")))
+    if not isinstance(lossy, bool):
+        return f"'lossy' must be true or false, got {lossy!r}"
+    if lossy and not ident.endswith(LOSSY_SUFFIX):
+        return f"the dataset is marked lossy but its id {ident!r} does not end with {LOSSY_SUFFIX!r}"
+    return None
 
 
 def _scan(tokens: np.ndarray, bos: int) -> tuple[int, int]:
@@ -161,11 +183,16 @@ def _check_docs(
     return counts
 
 
-def verify(dataset_dir: Path, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def verify(
+    dataset_dir: Path, progress: Callable[[int, int], None] | None = None, allow_lossy: bool = False
+) -> dict[str, Any]:
     """Check everything and report; problems are one-line strings naming the file and the fix.
 
     ``val_tokens`` is the token count of the val shards; ``val_bytes`` is the evaluator's denominator, the
-    bytes of every val token after the first (``val_tokens - 1`` targets).
+    bytes of every val token after the first (``val_tokens - 1`` targets), proven document by document against
+    the decoded text (`doc_bytes_problem`). ``lossy`` is true when the manifest says so or the tokenizer fails
+    the checks tokens allow (`probe_problem`, `token_roundtrip_problem`; ``lossy_reason`` says why): a lossy
+    tokenizer the manifest does not declare is a problem, and a declared one too unless ``allow_lossy``.
     """
     dataset_dir = Path(dataset_dir)
     report: dict[str, Any] = {
@@ -183,6 +210,8 @@ def verify(dataset_dir: Path, progress: Callable[[int, int], None] | None = None
         "val_shards": 0,
         "train_docs": 0,
         "val_docs": 0,
+        "lossy": None,
+        "lossy_reason": None,
         "problems": [],
     }
     problems: list[str] = report["problems"]
@@ -194,8 +223,14 @@ def verify(dataset_dir: Path, progress: Callable[[int, int], None] | None = None
     hint = fix_hint(manifest)
     name, vocab = str(manifest["name"]), int(manifest["vocab_size"])
     report.update(name=name, id=str(manifest.get("id", name)), vocab_size=vocab, manifest_sha256=sha256_bytes(raw))
+    marked_lossy = manifest.get("lossy", False) is True
+    if marked_lossy:  # otherwise "lossy" stays None until the tokenizer has been checked
+        report.update(lossy=True, lossy_reason=manifest.get("lossy_reason"))
+    label_problem = _lossy_label_problem(manifest)
+    if label_problem:
+        problems.append(f"{dataset_dir / MANIFEST_NAME}: {label_problem}; {hint}")
 
-    accounting = None
+    accounting = sp = None
     tok_path = dataset_dir / str(manifest["tokenizer"])
     if not tok_path.is_file():
         problems.append(f"tokenizer {tok_path} is missing; {hint}")
@@ -284,5 +319,26 @@ def verify(dataset_dir: Path, progress: Callable[[int, int], None] | None = None
             report["bytes_per_token"] = report["val_bytes"] / (len(val) - 1)
         else:
             problems.append(f"{dataset_dir}: the val split decodes to 0 bytes, BPB is undefined; {hint}")
+        bos = int(manifest["bos_id"])
+        val_docs = (manifest.get("docs") or {}).get("val", [])
+        names = {int(d["offset"]): str(d.get("name")) for d in val_docs if "offset" in d}
+        problem = doc_bytes_problem(sp, accounting, val, bos, "val", names)
+        if problem:
+            problems.append(f"{dataset_dir}: {problem}; val_bytes would be wrong, {hint}")
+        reason = probe_problem(sp) or token_roundtrip_problem(sp, val, bos, "val", names)
+        if reason:
+            report.update(lossy=True, lossy_reason=reason)
+            if not marked_lossy:
+                problems.append(
+                    f"tokenizer {tok_path} is lossy ({reason}) but {MANIFEST_NAME} does not say so;"
+                    f" {hint} (with --allow-lossy it is labelled lossy)"
+                )
+        elif not marked_lossy:
+            report["lossy"] = False
+    if marked_lossy and not allow_lossy:
+        problems.append(
+            f"{dataset_dir} is a lossy dataset ({report['lossy_reason']}), never official;"
+            " pass --allow-lossy to accept it"
+        )
     report["ok"] = not problems
     return report

@@ -14,16 +14,26 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from harness.data.manifest import (
     FORMAT,
     FORMAT_VERSION,
+    check_out_dir,
     install_build_dir,
+    lossy_id,
     sha256_file,
     start_build_dir,
     write_manifest,
 )
-from harness.data.shards import read_header
-from harness.data.tokenizer import load_tokenizer
+from harness.data.shards import read_shard
+from harness.data.tokenizer import (
+    ByteAccounting,
+    doc_bytes_problem,
+    load_tokenizer,
+    probe_problem,
+    token_roundtrip_problem,
+)
 from harness.errors import GolfError
 
 NAME = "fineweb"
@@ -137,6 +147,56 @@ def _download(repo_id: str, filename: str) -> Path:
         ) from None
 
 
+def _largest_id(tokens: np.ndarray, chunk: int = 1 << 22) -> int:
+    return max((int(tokens[i : i + chunk].max()) for i in range(0, len(tokens), chunk)), default=-1)
+
+
+def check_export(
+    files: dict[str, Path], variant: str, allow_lossy: bool = False
+) -> tuple[dict[str, int], str | None]:
+    """Check an export before anything is installed: ``files`` maps our file names (shards, "tokenizer.model")
+    to local paths. The tokenizer loads with the variant's vocab; every shard is well-formed with token ids below
+    the vocab (train shards too); the val split holds at least 2 tokens; the byte table is proven on every val
+    document (`doc_bytes_problem`); the tokenizer is lossless as far as tokens can show (`probe_problem`,
+    `token_roundtrip_problem`: the raw text is not in the export, so only the decoded val documents can be
+    round-tripped). Returns ({shard name: token count}, lossy reason or None). Raises GolfError (one line)
+    for any failure, and for a lossy tokenizer unless ``allow_lossy``."""
+    vocab = variant_vocab(variant)
+    sp = load_tokenizer(files["tokenizer.model"])
+    if sp.vocab_size() != vocab:
+        raise GolfError(
+            f"the tokenizer for variant {variant} has vocab {sp.vocab_size()}, expected {vocab}; check --variant/--source"
+        )
+    counts, val = {}, []
+    for name in sorted(n for n in files if n != "tokenizer.model"):
+        tokens = read_shard(files[name])
+        counts[name] = len(tokens)
+        top = _largest_id(tokens)
+        if top >= vocab:
+            raise GolfError(
+                f"shard {files[name]} holds token id {top} >= vocab size {vocab}: it does not match the tokenizer;"
+                " check --variant/--source"
+            )
+        if _SHARD_RE["val"].fullmatch(name):
+            val.append(np.asarray(tokens))
+    val_tokens = np.concatenate(val) if val else np.zeros(0, dtype=np.uint16)
+    if len(val_tokens) < 2:
+        raise GolfError(
+            f"the val split of variant {variant} has {len(val_tokens)} token(s), nothing to score; check --source"
+        )
+    bos = sp.bos_id()
+    problem = doc_bytes_problem(sp, ByteAccounting.from_processor(sp, vocab), val_tokens, bos, "val")
+    if problem:
+        raise GolfError(f"refusing the {variant} export: {problem}; check --variant/--source")
+    lossy = probe_problem(sp) or token_roundtrip_problem(sp, val_tokens, bos, "val")
+    if lossy and not allow_lossy:
+        raise GolfError(
+            f"refusing the {variant} export: its tokenizer is lossy ({lossy}); pass --allow-lossy to fetch it anyway"
+            f" as unofficial dataset {lossy_id(f'{NAME}_{variant}', True)}"
+        )
+    return counts, lossy
+
+
 def fetch(
     out_dir: Path,
     variant: str = "sp1024",
@@ -144,43 +204,49 @@ def fetch(
     source: Path | None = None,
     repo_id: str = REPO_ID,
     progress: Progress | None = None,
+    allow_lossy: bool = False,
 ) -> Path:
     """Fetch the export into ``out_dir`` (all val shards, the first ``train_shards`` train shards, the
-    tokenizer), write the manifest, and return ``out_dir``. 10 train shards = 1B tokens, the fixed-data budget."""
+    tokenizer), write the manifest, and return ``out_dir``. 10 train shards = 1B tokens, the fixed-data budget.
+
+    Every file is downloaded (to the Hugging Face cache) or found locally and checked (`check_export`) before
+    anything is written at ``out_dir``: a refused export leaves no folder behind. Raises GolfError (one line).
+    """
     vocab = variant_vocab(variant)
     if train_shards < 1:
         raise GolfError(f"--train-shards must be >= 1, got {train_shards}")
     out_dir = Path(out_dir).absolute()
+    check_out_dir(out_dir)
     if source is not None:
         plan, info = _local_plan(Path(source), variant, train_shards)
     else:
         plan, info = _remote_plan(repo_id, variant, train_shards)
-    tmp = start_build_dir(out_dir)
     tick = progress or (lambda done, total: None)
+    files: dict[str, Path] = {}
+    for i, (dst_name, src) in enumerate(sorted(plan.items())):
+        tick(i, len(plan))
+        files[dst_name] = Path(src) if source is not None else _download(repo_id, str(src))
+    tick(len(plan), len(plan))
+    counts, lossy = check_export(files, variant, allow_lossy)
+    sp = load_tokenizer(files["tokenizer.model"])
+    tmp = start_build_dir(out_dir)
     try:
         shards = []
-        for i, (dst_name, src) in enumerate(sorted(plan.items())):
-            tick(i, len(plan))
-            src_path = Path(src) if source is not None else _download(repo_id, str(src))
+        for dst_name, src_path in sorted(files.items()):
             _place(src_path, tmp / dst_name)
             if dst_name != "tokenizer.model":
                 split = "val" if _SHARD_RE["val"].fullmatch(dst_name) else "train"
-                count = read_header(tmp / dst_name)
                 shards.append(
-                    {"file": dst_name, "split": split, "tokens": count, "sha256": sha256_file(tmp / dst_name)}
+                    {"file": dst_name, "split": split, "tokens": counts[dst_name], "sha256": sha256_file(tmp / dst_name)}
                 )
-        tick(len(plan), len(plan))
-        sp = load_tokenizer(tmp / "tokenizer.model")
-        if sp.vocab_size() != vocab:
-            raise GolfError(
-                f"the tokenizer for variant {variant} has vocab {sp.vocab_size()}, expected {vocab}; check --variant/--source"
-            )
         shards.sort(key=lambda s: (s["split"] != "train", s["file"]))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "name": NAME,
-            "id": f"{NAME}_{variant}",
+            "id": lossy_id(f"{NAME}_{variant}", bool(lossy)),
+            "lossy": bool(lossy),
+            **({"lossy_reason": lossy} if lossy else {}),
             "variant": variant,
             "vocab_size": vocab,
             "bos_id": sp.bos_id(),

@@ -15,6 +15,14 @@ MANIFEST_NAME = "manifest.json"
 FORMAT = "golfbench-dataset"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("name", "vocab_size", "bos_id", "tokenizer", "tokenizer_sha256", "shards")
+# A dataset whose tokenizer does not round-trip text to its canonical form is marked "lossy": true and its id
+# ends with this, so no track (they name datasets like "shakespeare_sp1024") takes it for an official one.
+LOSSY_SUFFIX = "-lossy"
+
+
+def lossy_id(dataset_id: str, lossy: bool) -> str:
+    """The id a dataset gets: ``dataset_id``, plus LOSSY_SUFFIX when it is lossy."""
+    return dataset_id + LOSSY_SUFFIX if lossy else dataset_id
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
@@ -93,11 +101,9 @@ def read_manifest(dataset_dir: Path) -> tuple[dict[str, Any], bytes]:
     return manifest, raw
 
 
-def start_build_dir(out_dir: Path) -> Path:
-    """A fresh hidden sibling of ``out_dir`` to build into, so a crash never leaves a half dataset.
-
-    Refuses to go on when ``out_dir`` holds something that is not a dataset: we never delete what we did not make.
-    """
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse (GolfError) an ``out_dir`` that holds something other than a dataset: we never delete what we did
+    not make. Cheap; builders call it before any slow work, `start_build_dir` again before writing."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -106,6 +112,15 @@ def start_build_dir(out_dir: Path) -> Path:
             raise GolfError(
                 f"{out_dir} is a non-empty folder without {MANIFEST_NAME}; refusing to replace it, choose another --out"
             )
+
+
+def start_build_dir(out_dir: Path) -> Path:
+    """A fresh hidden sibling of ``out_dir`` to build into, so a crash never leaves a half dataset.
+
+    Refuses to go on when ``out_dir`` holds something that is not a dataset (`check_out_dir`).
+    """
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

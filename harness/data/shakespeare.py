@@ -23,14 +23,27 @@ import sentencepiece as spm
 from harness.data.manifest import (
     FORMAT,
     FORMAT_VERSION,
+    check_out_dir,
     install_build_dir,
+    lossy_id,
     sha256_bytes,
     sha256_file,
     start_build_dir,
     write_manifest,
 )
 from harness.data.shards import write_shard
-from harness.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, RECIPE, UNK_ID, load_tokenizer, train_tokenizer
+from harness.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    RECIPE,
+    UNK_ID,
+    ByteAccounting,
+    doc_bytes_problem,
+    probe_problem,
+    text_roundtrip_problem,
+    train_tokenizer_bytes,
+)
 from harness.errors import GolfError
 
 NAME = "shakespeare"
@@ -139,8 +152,7 @@ def split_documents(docs: list[Document], val_fraction: float = VAL_FRACTION) ->
     return train, val
 
 
-def _encode_split(sp: spm.SentencePieceProcessor, docs: list[Document]) -> tuple[np.ndarray, list[dict]]:
-    encoded = sp.encode([d.text for d in docs])
+def _encode_split(docs: list[Document], encoded: list[list[int]]) -> tuple[np.ndarray, list[dict]]:
     records, parts, offset = [], [], 0
     for d, ids in zip(docs, encoded):
         n = len(ids) + 1
@@ -166,31 +178,66 @@ def build(
     progress: Progress | None = None,
     source_dir: Path | None = None,
     shard_tokens: int = SHARD_TOKENS,
+    allow_lossy: bool = False,
+    tokenizer_options: dict[str, object] | None = None,
 ) -> Path:
-    """Build the dataset into ``out_dir`` (replacing a dataset already there) and return ``out_dir``."""
+    """Build the dataset into ``out_dir`` (replacing a dataset already there) and return ``out_dir``.
+
+    Before anything is written: the byte table is proven on every val document (Σ token bytes == UTF-8 length
+    of the decoded document) and the tokenizer must be lossless (decode(encode(text)) == the text as the recipe
+    normalizes it, for every document and for a probe text). ``tokenizer_options`` override RECIPE (the id then
+    ends with "-custom"). A lossy tokenizer is refused unless ``allow_lossy``; then the manifest says
+    "lossy": true and the id ends with "-lossy". Raises GolfError (one line) for a failed check, a foreign
+    ``out_dir`` or unreadable sources; a failed build leaves nothing at ``out_dir``.
+    """
     out_dir = Path(out_dir).absolute()
-    tmp = start_build_dir(out_dir)
+    check_out_dir(out_dir)
     steps = 4
     tick = progress or (lambda done, total: None)
+    tick(0, steps)
+    docs = load_documents(source_dir)
+    train_docs, val_docs = split_documents(docs)
+    tick(1, steps)
+    model = train_tokenizer_bytes((d.text for d in train_docs), VOCAB_SIZE, tokenizer_options)
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    vocab = sp.vocab_size()
+    tick(2, steps)
+    split_docs = {"train": train_docs, "val": val_docs}
+    encoded = {split: sp.encode([d.text for d in ds]) for split, ds in split_docs.items()}
+    streams, doc_records = {}, {}
+    for split, ds in split_docs.items():
+        streams[split], doc_records[split] = _encode_split(ds, encoded[split])
+    names = {r["offset"]: r["name"] for r in doc_records["val"]}
+    problem = doc_bytes_problem(sp, ByteAccounting.from_processor(sp, vocab), streams["val"], BOS_ID, "val", names)
+    if problem:
+        raise GolfError(f"cannot build {out_dir}: {problem}; the byte table does not fit this tokenizer, use another one")
+    lossy = probe_problem(sp) or text_roundtrip_problem(
+        sp,
+        [d.name for ds in split_docs.values() for d in ds],
+        [d.text for ds in split_docs.values() for d in ds],
+        encoded["train"] + encoded["val"],
+    )
+    base_id = f"{NAME}_sp{VOCAB_SIZE}" + ("-custom" if tokenizer_options else "")
+    if lossy and not allow_lossy:
+        raise GolfError(
+            f"cannot build {out_dir}: the tokenizer is lossy ({lossy}); pass --allow-lossy to build it anyway as"
+            f" unofficial dataset {lossy_id(base_id, True)}"
+        )
+    tmp = start_build_dir(out_dir)
     try:
-        tick(0, steps)
-        docs = load_documents(source_dir)
-        train_docs, val_docs = split_documents(docs)
-        tick(1, steps)
-        model_path = train_tokenizer((d.text for d in train_docs), tmp / "tokenizer.model", VOCAB_SIZE)
-        sp = load_tokenizer(model_path)
-        vocab = sp.vocab_size()
-        tick(2, steps)
-        shards, doc_records = [], {}
-        for split, split_docs in (("train", train_docs), ("val", val_docs)):
-            tokens, doc_records[split] = _encode_split(sp, split_docs)
-            shards += _write_split(tmp, split, tokens, vocab, shard_tokens)
+        model_path = tmp / "tokenizer.model"
+        model_path.write_bytes(model)
+        shards = []
+        for split in ("train", "val"):
+            shards += _write_split(tmp, split, streams[split], vocab, shard_tokens)
         tick(3, steps)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "name": NAME,
-            "id": f"{NAME}_sp{VOCAB_SIZE}",
+            "id": lossy_id(base_id, bool(lossy)),
+            "lossy": bool(lossy),
+            **({"lossy_reason": lossy} if lossy else {}),
             "vocab_size": vocab,
             "bos_id": BOS_ID,
             "eos_id": EOS_ID,
@@ -221,7 +268,7 @@ def build(
                     f"whole documents ordered by sha256('{SPLIT_SALT}/' + name) go to val while val stays within"
                     f" ±5% of {VAL_FRACTION:.0%} of the UTF-8 bytes"
                 ),
-                "tokenizer_recipe": {"vocab_size": VOCAB_SIZE, **RECIPE},
+                "tokenizer_recipe": {"vocab_size": VOCAB_SIZE, **RECIPE, **(tokenizer_options or {})},
                 "tokenizer_trained_on": "train documents only, split into paragraphs",
                 "sentencepiece_version": spm.__version__,
                 "document_encoding": "[BOS] + sp.encode(text), no EOS",
