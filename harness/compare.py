@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cohort import COHORT_FIELDS, cohort_key, dataset_content_sha256
 from harness.errors import GolfError
 from harness.models import check_name, get_spec
 from harness.plots import plot_compare
@@ -67,8 +68,11 @@ def _existing(d: Path) -> dict | None:
     return result if result.get("status") in STATUSES else None
 
 
-def _mismatch(found: dict, budget: float, eval_stride: int) -> str | None:
+def _mismatch(found: dict, budget: float, eval_stride: int, content: str | None = None) -> str | None:
     """Why a finished run in the way was made under other rules than this comparison asks for (None: reusable)."""
+    if content and found.get("dataset_content_sha256") != content:
+        got = str(found.get("dataset_content_sha256") or "unknown")[:12]
+        return f"dataset content {got} instead of {content[:12]} (another val set or tokenizer)"
     if found.get("budget_limit") is not None and float(found["budget_limit"]) != budget:
         return f"budget {float(found['budget_limit']):g} instead of {budget:g}"
     if found.get("eval_stride") is not None and int(found["eval_stride"]) != eval_stride:
@@ -85,6 +89,7 @@ def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Pat
         raise GolfError(f"--eval-stride must be a positive number of tokens, got {eval_stride}")
     rules = load_track(track).scale(scale)
     want_budget = budget_value if budget_value is not None else float(rules["budget"])
+    content = _content(data or Path("data") / str(rules["dataset"]))
     results: dict[Target, list[dict]] = {}
     for t in targets:
         for seed in range(seeds):
@@ -94,7 +99,7 @@ def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Pat
             if found is not None:
                 # A run id does not encode every override: never reuse a run scored under other rules.
                 want_stride = min(eval_stride or int(rules["eval_stride"]), int(found.get("eval_context") or 1 << 30))
-                why = _mismatch(found, want_budget, want_stride)
+                why = _mismatch(found, want_budget, want_stride, content)
                 if why:
                     raise GolfError(f"{d} holds a finished run of {t.label} seed {seed} made with {why};"
                                     " compare into another --out or remove that run")  # fmt: skip
@@ -113,7 +118,33 @@ def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Pat
             else:
                 log(f"[compare] {t.label} seed {seed}: reusing {d}")
             results.setdefault(t, []).append({**found, "_dir": str(d)})
+    _one_cohort(results)
     return results
+
+
+def _content(data: Path) -> str | None:
+    """The content identity of the dataset the comparison will run on (None when there is none yet: the runs
+    themselves will say what is missing)."""
+    from harness.data.dataset import Dataset
+
+    if not (Path(data) / "manifest.json").exists():
+        return None
+    return dataset_content_sha256(Dataset.open(Path(data)).manifest)
+
+
+def _one_cohort(results: dict[Target, list[dict]]) -> None:
+    """Refuse to pool or compare runs from different cohorts (other val data, tokenizer, eval policy,
+    precision or hardware: harness/cohort.py); failed runs carry no score and are left out of the check."""
+    cohorts: dict[tuple, str] = {}
+    for t, runs in results.items():
+        for r in runs:
+            if r.get("status") in ("ok", "over_budget"):
+                cohorts.setdefault(cohort_key(r), f"{t.label} seed {r.get('seed')} ({r['_dir']})")
+    if len(cohorts) > 1:
+        (k1, a), (k2, b) = list(cohorts.items())[:2]
+        differ = [f for f, x, y in zip(COHORT_FIELDS, k1, k2) if x != y]
+        raise GolfError(f"cannot compare runs from different cohorts: {a} and {b} differ in {', '.join(differ)};"
+                        " rerun them on the same dataset and rules (a fresh --out)")  # fmt: skip
 
 
 def summarize(results: dict[Target, list[dict]]) -> dict:

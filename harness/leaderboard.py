@@ -1,4 +1,6 @@
-"""Per-track leaderboards from run records: one board per (track, scale, hardware class).
+"""Per-cohort leaderboards from run records: one board per cohort (harness/cohort.py: track and version, scale,
+dataset content, eval stride/context/precision, hardware class), so runs scored on other data, another
+tokenizer or another eval policy are never averaged or ranked together.
 
 Entries group runs with the same (model, preset, backend, config hash) across seeds; they rank by mean
 val_bpb; each row shows the one-sided Welch p-value that it is worse than the entry above. Only runs whose
@@ -13,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.cohort import COHORT_FIELDS, cohort_key, cohort_label
 from harness.records import read_json, validate_result
 from harness.stats import mean_std, welch_one_sided
 from harness.verify import verify_run
@@ -67,10 +70,17 @@ class Entry:
 
 @dataclass
 class Board:
+    """One cohort's ranked entries. ``cohort``: the COHORT_FIELDS values every run on the board shares."""
+
     track: str
     scale: str
     hardware: str
     entries: list[Entry]
+    cohort: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return cohort_label(self.cohort)
 
 
 @dataclass
@@ -110,18 +120,19 @@ def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool =
         except Exception:  # noqa: BLE001
             rescored = False
         result = {**result, "_dir": str(run_dir), "_rescored": rescored}
-        board_key = (result["track"], result["scale"], result.get("hardware_class", "unknown"))
+        board_key = cohort_key(result)
         # Seeds group only under identical rules: an overridden budget or stride is another entry, never a seed.
         entry_key = (result["model"], result["preset"], result["backend"], result.get("config_sha256", ""),
                      result.get("budget_limit"), result.get("eval_stride"), bool(result["unofficial"]))  # fmt: skip
         entries = groups.setdefault(board_key, {})
         entries.setdefault(entry_key, Entry(*entry_key)).runs.append(result)
     boards = []
-    for (tr, sc, hw), entries in sorted(groups.items()):
+    for key, entries in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        cohort = dict(zip(COHORT_FIELDS, key))
         ranked = sorted(entries.values(), key=lambda e: e.mean)
         for above, entry in zip(ranked, ranked[1:]):
             entry.p_vs_above = welch_one_sided(above.bpbs, entry.bpbs)
-        boards.append(Board(tr, sc, hw, ranked))
+        boards.append(Board(cohort["track"], cohort["scale"], cohort["hardware_class"] or "unknown", ranked, cohort))
     return Collected(boards, warnings, skipped)
 
 
@@ -137,7 +148,7 @@ def _p(p: float | None) -> str:
 def to_markdown(collected: Collected) -> str:
     lines = []
     for b in collected.boards:
-        lines += [f"## {b.track} · {b.scale} · {b.hardware}", "",
+        lines += [f"## {b.track} · {b.scale} · {b.hardware}", "", f"cohort: {b.label}", "",
                   "| Rank | Model | Backend | Score (val_bpb) | Std | Seeds | Bytes | p vs above | Verified |",
                   "|---:|---|---|---:|---:|---:|---:|---:|:---:|"]  # fmt: skip
         for i, e in enumerate(b.entries, 1):
@@ -153,7 +164,7 @@ def to_markdown(collected: Collected) -> str:
 
 def to_json(collected: Collected) -> str:
     return json.dumps(
-        {"boards": [{"track": b.track, "scale": b.scale, "hardware": b.hardware,
+        {"boards": [{"track": b.track, "scale": b.scale, "hardware": b.hardware, "cohort": b.cohort,
                      "entries": [e.to_dict(i) for i, e in enumerate(b.entries, 1)]} for b in collected.boards],
          "warnings": collected.warnings},
         indent=2,
@@ -171,7 +182,8 @@ def to_html(collected: Collected) -> str:
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>golfbench leaderboard</title>",
              f"<style>{_CSS}</style></head><body><h1>golfbench leaderboard</h1>"]  # fmt: skip
     for b in collected.boards:
-        parts.append(f"<h2>{esc(b.track)} · {esc(b.scale)} · {esc(b.hardware)}</h2><table><tr><th class=n>Rank</th>"
+        parts.append(f"<h2>{esc(b.track)} · {esc(b.scale)} · {esc(b.hardware)}</h2><p>cohort: {esc(b.label)}</p>"
+                     "<table><tr><th class=n>Rank</th>"
                      "<th>Model</th><th>Backend</th><th class=n>val_bpb</th><th class=n>Std</th><th class=n>Seeds</th>"
                      "<th class=n>Bytes</th><th class=n>p vs above</th><th>Verified</th></tr>")  # fmt: skip
         for i, e in enumerate(b.entries, 1):

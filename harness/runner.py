@@ -20,6 +20,7 @@ import numpy as np
 from harness import progress
 from harness.artifact import code_bytes, code_digest, pack, size_report
 from harness.backend import get_backend
+from harness.cohort import dataset_content_sha256
 from harness.data.dataset import Dataset
 from harness.distributed import Collective, check_world, env_rank, env_world_size, fixed_data_plan, replicas_identical, weights_digest
 from harness.data.stream import BatchStream
@@ -113,6 +114,14 @@ class Run:
             raise GolfError(
                 f"track '{self.track.name}' at scale '{spec.scale}' uses dataset '{self.scale['dataset']}', but {data_dir}"
                 f" holds '{self.dataset.id}'; point --data at the right dataset"
+            )
+        self.dataset_content = dataset_content_sha256(self.dataset.manifest)
+        pin = self.scale.get("dataset_sha256")
+        if pin and not spec.unofficial and pin != self.dataset_content:
+            raise GolfError(
+                f"track '{self.track.name}' at scale '{spec.scale}' pins dataset content {pin[:12]}…, but {data_dir}"
+                f" holds {self.dataset_content[:12]}… (same name, other tokens or tokenizer); rebuild it with the"
+                " pinned recipe or run unofficially with --budget"
             )
         if self.config["vocab_size"] != self.dataset.vocab_size:
             raise GolfError(
@@ -229,6 +238,8 @@ class Run:
                 "id": self.dataset.id,
                 "dir": str(self.dataset.path),
                 "manifest_sha256": self.dataset.manifest_sha256,
+                "content_sha256": self.dataset_content,
+                "tokenizer_sha256": self.dataset.manifest["tokenizer_sha256"],
             },
             "versions": versions(),
             "git": git_info(),
@@ -427,7 +438,10 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
         "reason": reason,
         "run_id": run.run_id,
         "track": run.track.name,
+        "track_version": run.track.version,
         "scale": spec.scale,
+        "dataset_id": run.dataset.id,
+        "dataset_content_sha256": run.dataset_content,
         "backend": spec.backend,
         "model": spec.model,
         "preset": spec.preset,

@@ -143,3 +143,12 @@ def test_compare_rejects_bad_targets(tmp_path):
         res = golf("compare", *args, "--out", tmp_path)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
         assert not any(tmp_path.iterdir())
+
+
+def test_compare_refuses_to_reuse_a_run_scored_on_other_data(compared, shakespeare_dir, tmp_path):
+    """Same run ids, same rules, but --data now holds other val tokens: reusing would mix two cohorts."""
+    out, _, _ = compared
+    other = small_dataset(shakespeare_dir, tmp_path / "shakespeare_sp1024", train_tokens=16_384, val_tokens=3_000)
+    res = golf(*compare_args(other, out))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "dataset content" in res.stderr and "another val set or tokenizer" in res.stderr, res.stderr

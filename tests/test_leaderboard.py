@@ -125,7 +125,7 @@ def write_run(runs: Path, run_id: str, *, bpb: float, seed: int, track: str = "f
         model_bytes=len(blob), artifact_sha256=hashlib.sha256(blob).hexdigest(), artifact_cap_bytes=16_000_000,
         train_tokens=tokens, train_flops=1e6 * tokens, train_seconds=0.5 * steps, steps=steps, eval_seconds=1.0,
         eval_stride=min(int(rules["eval_stride"]), seq), eval_context=seq, budget_kind=t.budget_kind,
-        budget_limit=limit, hardware_class=hw, config_sha256=cfg,
+        budget_limit=limit, hardware_class=hw, config_sha256=cfg, eval_precision=rules.get("eval_precision", "fp32"),
     )  # fmt: skip
     manifest = {
         "run_id": run_id, "track": track, "track_sha256": t.sha256, "scale": scale, "backend": backend, "model": model,
@@ -181,8 +181,9 @@ def _p_text(p):
 def _board_rows(md: str, heading: str) -> list[list[str]]:
     lines = md.splitlines()
     i = lines.index(heading)
+    assert lines[i + 2].startswith("cohort: ")  # every board names its cohort under the heading
     rows = []
-    for line in lines[i + 4:]:
+    for line in lines[i + 6:]:
         if not line.startswith("|"):
             break
         rows.append([c.strip() for c in line.strip("|").split("|")])
@@ -327,3 +328,32 @@ def test_leaderboard_errors_are_one_line(tmp_path):
     assert res.returncode != 0 and "--format" in res.stderr and "Traceback" not in res.stderr
     empty = golf("leaderboard", "--runs", tmp_path)
     assert empty.returncode == 0 and "no eligible runs" in empty.stdout
+
+
+def test_runs_on_other_data_or_precision_are_never_pooled(tmp_path):
+    """Same model, preset, config and seed numbers, but scored on other val content or at another precision:
+    separate cohorts, so separate boards; no entry averages them."""
+    root = tmp_path / "runs"
+    variants = {"a": ("a" * 64, "fp32"), "b": ("b" * 64, "fp32"), "c": ("a" * 64, "bf16")}
+    for tag, (content, precision) in variants.items():
+        for s, bpb in enumerate([2.0, 2.1]):
+            # unofficial (overridden budget): the track's own rules would refuse bf16 or foreign data at dev scale
+            d = write_run(root / tag, f"llama-tiny-torch-s{s}", seed=s, bpb=bpb + (0.5 if tag == "b" else 0.0),
+                          unofficial=True, budget=131072)  # fmt: skip
+            res = json.loads((d / "result.json").read_text())
+            res.update(dataset_content_sha256=content, track_version=1, eval_precision=precision)
+            (d / "result.json").write_text(json.dumps(res))
+    res = golf("leaderboard", "--runs", root, "--format", "json", "--include-unofficial")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    boards = doc["boards"]
+    assert len(boards) == 3
+    seen = {(b["cohort"]["dataset_content_sha256"], b["cohort"]["eval_precision"]) for b in boards}
+    assert seen == set(variants.values())
+    for b in boards:
+        (entry,) = b["entries"]
+        assert entry["n_seeds"] == 2
+        want = 2.55 if b["cohort"]["dataset_content_sha256"] == "b" * 64 else 2.05
+        assert entry["mean_val_bpb"] == pytest.approx(want)
+    md = golf("leaderboard", "--runs", root, "--include-unofficial").stdout
+    assert md.count("cohort: fixed-data v1 · dev · data aaaaaaaa") == 2 and "data bbbbbbbb" in md
