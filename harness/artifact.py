@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from harness.code import code_bytes, code_digest  # noqa: F401 - re-exported: the size rule's inputs
 from harness.errors import GolfError
 
 CAP_BYTES = 16_000_000
@@ -300,20 +301,6 @@ def entries(blob: bytes) -> list[TensorEntry]:
         nbytes = tensors[name].nbytes + (tensors[name + _SCALE].nbytes if name + _SCALE in tensors else 0)
         out.append(TensorEntry(name, tuple(info["shape"]), info["codec"], nbytes))
     return out
-
-
-def code_bytes(files: list[Path]) -> int:
-    total = 0
-    for f in files:
-        try:
-            total += len(Path(f).read_bytes())
-        except OSError as exc:
-            raise GolfError(f"cannot read code file {f}: {exc.strerror}; check the --code paths") from None
-    return total
-
-
-def code_digest(files: list[Path]) -> dict[str, str]:
-    return {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
 
 
 def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES) -> dict:

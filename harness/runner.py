@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from harness import progress
-from harness.artifact import code_bytes, code_digest, pack, size_report
+from harness import code
+from harness.artifact import pack, size_report
 from harness.backend import get_backend
 from harness.cohort import dataset_content_sha256
 from harness.data.dataset import Dataset
@@ -156,7 +157,7 @@ class Run:
         if self.track.budget_kind == "tokens":
             self._check_fixed_data()
         self.code_files = self.backend.code_files(spec.model)
-        self.code_sha256 = code_digest(self.code_files)
+        self.code_sha256 = code.code_digest(self.code_files)
         if resume:
             self._check_resume()
         else:
@@ -333,6 +334,9 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
     if main:
         _prepare_dir(run)
         if not run.resume:
+            # the code that runs is the code that counts and ships: snapshot it before the first step
+            if code.snapshot(run.code_files, run.dir) != run.code_sha256:
+                raise GolfError(f"the backend's source files changed while {run.dir} was starting; start the run again")
             atomic_write_json(run.dir / "run.json", run.manifest())
     events = EventLog(run.dir / "events.jsonl")
 
@@ -432,7 +436,8 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
     """Every process: export, check the replicas agree, pack and score (sharded); process 0 writes the records."""
     spec = run.spec
     main = coll.rank == 0
-    code = code_bytes(run.code_files)
+    counted = code.snapshot_files(run.dir) if main else run.code_files
+    code_size = code.code_bytes(counted)
     result = {
         "status": status,
         "reason": reason,
@@ -455,8 +460,8 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
         "steps": budget.steps,
         "tokens_per_second": budget.tokens / budget.seconds if budget.seconds else None,
         "world_size": coll.world_size,
-        "code_bytes": code,
-        "code_files": code_digest(run.code_files),
+        "code_bytes": code_size,
+        "code_files": code.code_digest(counted),
         "hardware_class": read_json(run.dir / "run.json", "run manifest")["hardware"]["class"] if main else None,
         "param_count": run.model_spec.param_count(run.config),
         "config_sha256": config_hash(run.config),
@@ -469,7 +474,7 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
         result.setdefault(key, None)
     if score and status in ("ok", "over_budget"):
         try:
-            _score(run, state, result, code, coll)
+            _score(run, state, result, code_size, coll)
         except GolfError as exc:
             result.update(status="failed", reason=str(exc))
         except Exception as exc:
@@ -489,7 +494,7 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
     return result
 
 
-def _score(run: Run, state, result: dict, code: int, coll: Collective) -> None:
+def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> None:
     spec = run.spec
     main = coll.rank == 0
     weights = run.backend.export(state)
@@ -513,7 +518,7 @@ def _score(run: Run, state, result: dict, code: int, coll: Collective) -> None:
     post = score_weights(spec.backend, loaded.model, loaded.config, loaded.weights, run.dataset, run.stride,
                          label="eval (artifact)", collective=coll, precision=run.eval_precision)  # fmt: skip
     _log_eval(run, main, "artifact", post)
-    size = size_report(len(blob), code, run.track.artifact_cap_bytes)
+    size = size_report(len(blob), code_size, run.track.artifact_cap_bytes)
     result.update(post.to_dict())
     result["artifact_sha256"] = hashlib.sha256(blob).hexdigest()
     result.update(

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from harness.artifact import CAP_BYTES
+from harness.code import code_bytes, code_digest, snapshot_files
 from harness.errors import GolfError
 from harness.records import atomic_write_bytes, dumps, read_events, read_json
 from harness.stats import mean_std
@@ -84,7 +85,8 @@ def _train_log(run_dir: Path, manifest: dict, result: dict) -> str:
             lines.append(f"step:{e['step']} train_loss:{e['loss']:.4f} train_time:{e['time'] * 1000:.0f}ms"
                          f" tokens:{e['tokens']} flops:{e['flops']:.4g} lr_scale:{e['lr_scale']:.4f}")  # fmt: skip
     lines.append(f"final_int8_zstd_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
-    lines.append(f"pre_quant val_bpb:{result['pre_quant_val_bpb']:.8f} eval_time:{result['eval_seconds'] * 1000:.0f}ms")
+    pre = result.get("pre_quant_val_bpb")  # null when the run did not score before quantization
+    lines.append(f"pre_quant val_bpb:{'n/a' if pre is None else f'{pre:.8f}'} eval_time:{result['eval_seconds'] * 1000:.0f}ms")
     lines.append(f"Total submission size int8+zstd: {result['artifact_bytes']} bytes")
     return "\n".join(lines) + "\n"
 
@@ -108,10 +110,17 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
     seeds = [int(r["seed"]) for _, _, r in runs]
     if len(set(seeds)) != len(seeds):
         raise GolfError(f"two runs share a seed ({seeds}); export each seed once")
-    from harness.backend import get_backend
-
-    code_files = get_backend(first["backend"]).code_files(first["model"])
-    bytes_code = sum(len(Path(f).read_bytes()) for f in code_files)
+    # Ship the code that trained the artifacts (each run's snapshot), never today's working tree.
+    code_files = snapshot_files(runs[0][0])
+    for d, manifest, r in runs:
+        snap = snapshot_files(d)
+        if not snap:
+            raise GolfError(f"run {d} has no code snapshot (code/): it predates them; re-run it to export")
+        if code_digest(snap) != manifest.get("code_sha256") or code_bytes(snap) != r["code_bytes"]:
+            raise GolfError(f"run {d}: its code/ snapshot is not the code it recorded (sha256 or bytes differ); re-run it")
+        if code_digest(snap) != code_digest(code_files):
+            raise GolfError(f"run {d} ran other code than {runs[0][0]}: one submission holds seeds of one code version")
+    bytes_code = code_bytes(code_files)
     bpbs = [float(r["val_bpb"]) for _, _, r in runs]
     losses = [float(r["val_loss"]) for _, _, r in runs]
     seed_results = {}
@@ -122,6 +131,8 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
             "artifact_sha256": r["artifact_sha256"], "steps": int(r["steps"]), "train_tokens": int(r["train_tokens"]),
             "train_seconds": float(r["train_seconds"]), "eval_seconds": float(r["eval_seconds"]),
         }  # fmt: skip
+        if r["pre_quant_val_bpb"] is None:  # not scored (official scale): the schema field is optional
+            del seed_results[str(r["seed"])]["pre_quant_val_bpb"]
     manifest0 = runs[0][1]
     cmd = (f"golf run --track {first['track']} --scale {first['scale']} --backend {first['backend']} --model"
            f" {first['model']} --preset {first['preset']} --seed <SEED>")  # fmt: skip

@@ -53,7 +53,8 @@ def test_backend_contract():
     assert BACKEND.name == "jax" and BACKEND.models() == ["llama", "megalodon"]
     devices = BACKEND.devices()
     assert devices["count"] == len(devices["names"]) >= 1 and devices["kind"] == jax.default_backend()
-    assert {p.name for p in BACKEND.code_files("llama")} == {"llama.py", "layers.py"}
+    assert {p.name for p in BACKEND.code_files("llama")} == {"__init__.py", "backend.py", "runtime.py", "optim.py",
+                                                            "layers.py", "llama.py"}
 
 
 @pytest.mark.parametrize("preset", ["baseline", "tiny"])

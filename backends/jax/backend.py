@@ -7,6 +7,7 @@ jitted step over a data-parallel mesh of ``jax.devices()``, and exports fp32 num
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -16,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backends.jax.runtime import Placement, Trainer, make_trainer, score_fns
-from harness.distributed import SINGLE, as_f64
+from backends.jax.runtime import Placement, Trainer, host_value, make_trainer, score_fns
+from harness.code import CodeLayout
+from harness.distributed import SINGLE, as_f64, env_rank, env_world_size
 from harness.errors import GolfError
 from harness.init import init_weights
 from harness.models import check_tokens, check_weights, get_spec
@@ -37,10 +39,12 @@ def _enable_compilation_cache() -> None:
 
 
 _enable_compilation_cache()
-CODE_FILES = {
-    "llama": ["llama.py", "layers.py"],
-    "megalodon": ["megalodon.py", "cema.py", "timestep_norm.py", "layers.py"],
-}
+# Everything a JAX run executes is shared (step, optimizers, mesh, scorer, layers); each model adds its own.
+CODE_LAYOUT = CodeLayout(
+    root=HERE,
+    shared=("__init__.py", "backend.py", "runtime.py", "optim.py", "layers.py"),
+    models={"llama": ("llama.py",), "megalodon": ("megalodon.py", "cema.py", "timestep_norm.py")},
+)
 CHECKPOINT_FORMAT = "golfbench-jax-checkpoint-1"
 
 
@@ -56,7 +60,32 @@ class JaxState:
 
 
 def _host(tree: Any) -> Any:
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+    return jax.tree.map(host_value, tree)
+
+
+_JOINED = False
+
+
+def join_processes() -> None:
+    """Join the run's ``jax.distributed`` group once, before any device is touched, when the launcher started
+    this process as one of several (torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+    MASTER_ADDR, MASTER_PORT; harness/launch.py sets it). Process 0 hosts the coordinator at MASTER_ADDR:PORT.
+    With several processes on one machine each takes one local accelerator (LOCAL_RANK); CPU processes
+    exchange data over gloo. A no-op for a single process."""
+    global _JOINED
+    if _JOINED or env_world_size() <= 1:
+        return
+    if "MASTER_PORT" not in os.environ:
+        raise GolfError("WORLD_SIZE > 1 but MASTER_PORT is not set: start several JAX processes with `golf run --nproc-per-node N`")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    jax.distributed.initialize(
+        coordinator_address=f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ['MASTER_PORT']}",
+        num_processes=env_world_size(),
+        process_id=env_rank(),
+        local_device_ids=[int(os.environ.get("LOCAL_RANK", "0"))] if local > 1 else None,
+    )
+    _JOINED = True
 
 
 class JaxCollective:
@@ -74,8 +103,9 @@ class JaxCollective:
         from jax.experimental import multihost_utils
 
         words = as_f64(values).view(np.uint32)
-        gathered = np.asarray(multihost_utils.process_allgather(words))  # (processes, 2n)
-        return np.sum(np.ascontiguousarray(gathered).view(np.float64), axis=0)
+        gathered = np.ascontiguousarray(np.asarray(multihost_utils.process_allgather(words))).view(np.float64)
+        # added row by row from process 0: np.sum would start from +0.0 and turn a sum of -0.0s into +0.0
+        return functools.reduce(np.add, list(gathered))
 
     def broadcast(self, values: np.ndarray) -> np.ndarray:
         """Process 0's float64 (n,) on every process."""
@@ -89,7 +119,8 @@ class JaxBackend:
     name = "jax"
 
     def collective(self):
-        """The jax.distributed processes as a harness Collective, or SINGLE for one process."""
+        """The jax.distributed processes as a harness Collective (joined on first call), or SINGLE for one process."""
+        join_processes()
         if jax.process_count() <= 1:
             return SINGLE
         return JaxCollective()
@@ -98,9 +129,12 @@ class JaxBackend:
         return ["llama", "megalodon"]
 
     def devices(self) -> dict[str, Any]:
+        """Every device of the run (all processes'), and the number of processes."""
+        join_processes()
         devs = jax.devices()
         # device_kind ("NVIDIA H100 80GB HBM3") matches torch's device names, so both land on one leaderboard
-        return {"kind": jax.default_backend(), "count": len(devs), "names": [getattr(d, "device_kind", str(d)) for d in devs]}
+        return {"kind": jax.default_backend(), "count": len(devs), "names": [getattr(d, "device_kind", str(d)) for d in devs],
+                "world_size": jax.process_count()}  # fmt: skip
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -115,6 +149,7 @@ class JaxBackend:
 
     def _state_from(self, spec_name, config, weights, opt_leaves, step, seed, devices) -> JaxState:
         check_weights(get_spec(spec_name), config, weights)
+        join_processes()
         trainer = make_trainer(spec_name, config, sorted(weights), devices)
         place = trainer.placement
         params = place.replicate({k: jnp.asarray(v, jnp.float32) for k, v in weights.items()})
@@ -141,7 +176,7 @@ class JaxBackend:
         tokens, weight = tr.device_batch(check_tokens(batch, tr.config["vocab_size"]))
         params, opt_state, loss = tr.step_fn(state.params, state.opt_state, tokens, weight, np.float32(lr_scale))
         new = dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1)
-        return new, {"loss": float(loss)}
+        return new, {"loss": float(host_value(loss))}
 
     def export(self, state: JaxState) -> dict[str, np.ndarray]:
         return {k: np.array(v, dtype=np.float32) for k, v in _host(state.params).items()}  # writable copies
@@ -169,7 +204,11 @@ class JaxBackend:
     # -- checkpoints ----------------------------------------------------------------------------------------
 
     def save_checkpoint(self, state: JaxState, path: Path) -> None:
-        """One .npz (no pickle): params under ``param/<name>``, optimizer leaves ``opt/<i>``, step, metadata."""
+        """One .npz (no pickle): params under ``param/<name>``, optimizer leaves ``opt/<i>``, step, metadata.
+
+        Across processes the state is replicated: process 0 writes it, the others do nothing."""
+        if jax.process_index() != 0:
+            return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         params, opt_leaves = _host(state.params), jax.tree.leaves(_host(state.opt_state))
@@ -201,10 +240,15 @@ class JaxBackend:
         opt_leaves = [data[k] for k in sorted(k for k in data if k.startswith("opt/"))]
         return self._state_from(spec_name, config, weights, opt_leaves, int(data["step"]), int(meta.get("seed", 0)), devices)
 
+    def code_layout(self) -> CodeLayout:
+        """This package's source files under the harness's one code-bytes rule (harness/code.py)."""
+        return CODE_LAYOUT
+
     def code_files(self, spec_name: str) -> list[Path]:
-        if spec_name not in CODE_FILES:
+        """Shared files + the model's own: the bytes that count toward the cap for ``spec_name``."""
+        if spec_name not in CODE_LAYOUT.models:
             raise GolfError(f"the jax backend does not implement model '{spec_name}'")
-        return [HERE / f for f in CODE_FILES[spec_name]]
+        return CODE_LAYOUT.files(spec_name)
 
 
 class JaxScorer:
@@ -216,8 +260,8 @@ class JaxScorer:
     single-process run): with several processes the evaluator already gives each process its own windows.
 
     ``precision`` (a track rule, the same meaning as the torch scorer's; runtime.score_fns): "fp32" = fp32
-    everywhere; "bf16" = matmuls take bf16 inputs with fp32 accumulation, projection outputs rounded to bf16;
-    residual stream, norms, RoPE, attention scores/softmax, CEMA, logits and log-sum-exp in fp32.
+    everywhere; "bf16" = matmuls take bf16 inputs with fp32 accumulation, projection and attention outputs
+    rounded to bf16; residual stream, norms, RoPE, attention scores/softmax, CEMA, logits and log-sum-exp in fp32.
     Raises GolfError for bad weights or an unknown precision.
     """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from harness.code import CodeLayout
 from harness.distributed import SINGLE, as_f64, env_world_size, pad_rows
 from harness.errors import GolfError
 from harness.init import init_weights
@@ -44,21 +46,18 @@ class Family:
     build: Callable[[dict], nn.Module]
     optimizers: Callable[[nn.Module, dict], list[torch.optim.Optimizer]]
     before_update: Callable[[nn.Module, list, dict, int], None]  # after backward: schedules, clipping
-    files: tuple[str, ...]  # source files (in this folder) whose bytes count toward the artifact cap
 
 
 def _llama() -> Family:
     from backends.torch import llama, optim
 
-    return Family(llama.GPT, optim.llama_optimizers, optim.llama_before_update,
-                  ("llama.py", "muon.py", "optim.py", "backend.py"))
+    return Family(llama.GPT, optim.llama_optimizers, optim.llama_before_update)
 
 
 def _megalodon() -> Family:
     from backends.torch import megalodon, megalodon_optim
 
-    return Family(megalodon.Megalodon, megalodon_optim.megalodon_optimizers, megalodon_optim.megalodon_before_update,
-                  ("megalodon.py", "megalodon_optim.py", "muon.py", "optim.py", "backend.py"))
+    return Family(megalodon.Megalodon, megalodon_optim.megalodon_optimizers, megalodon_optim.megalodon_before_update)
 
 
 # Loaders, imported on first use, so one family's import error never blocks another.
@@ -111,7 +110,8 @@ class TorchCollective:
         mine = torch.from_numpy(as_f64(values)).to(self.device)
         parts = [torch.empty_like(mine) for _ in range(self.world_size)]
         dist.all_gather(parts, mine)
-        return np.sum(np.stack([p.cpu().numpy() for p in parts]), axis=0)
+        # added row by row from rank 0: np.sum would start from +0.0 and turn a sum of -0.0s into +0.0
+        return functools.reduce(np.add, [p.cpu().numpy() for p in parts])
 
     def broadcast(self, values: np.ndarray) -> np.ndarray:
         """Rank 0's float64 (n,) on every rank."""
@@ -182,9 +182,15 @@ def _tokens(batch: np.ndarray, vocab_size: int, device: torch.device) -> torch.T
 class TorchScorer:
     """Per-token NLL (nats) and full next-token log-distributions from a model in eval mode.
 
-    ``precision="fp32"`` (default) is exact enough for the cross-framework parity test; ``"bf16"`` runs the
-    forward under CUDA autocast for speed on big evaluations. Rows are scored in chunks of at most
-    ``max_tokens`` tokens so memory stays bounded whatever batch the evaluator sends.
+    ``precision`` is a track rule (``eval_precision``) with the same meaning as the JAX scorer's:
+    "fp32" (default) = fp32 everywhere (no TF32); "bf16" = the forward under ``torch.autocast(bfloat16)`` on
+    any device (CPU included): every matmul takes bf16 inputs and accumulates in fp32, projection and attention
+    outputs are rounded to bf16, the residual stream stays fp32, the attention softmax is fp32 inside SDPA,
+    the LM head gives fp32 logits from bf16 inputs (``exact_logits``), and softcap, log-softmax and
+    log-sum-exp run in fp32. (Elementwise ops on bf16 activations, e.g. llama's q/k RMS norm and RoPE, stay
+    in bf16 under autocast where JAX computes them in fp32 and rounds once; tests/test_eval_precision.py
+    measures the effect.) Rows are scored in chunks of at most ``max_tokens`` tokens so memory stays
+    bounded whatever batch the evaluator sends. Raises GolfError for an unknown precision.
     """
 
     def __init__(self, model: nn.Module, vocab_size: int, device: torch.device, precision: str = "fp32",
@@ -193,6 +199,8 @@ class TorchScorer:
             raise GolfError(f"unknown scorer precision '{precision}': use fp32 or bf16")
         self.model, self.vocab_size, self.device = model.eval(), vocab_size, device
         self.amp = precision == "bf16"
+        self.precision = precision
+        model.exact_logits = True  # fp32 logits from bf16 inputs under autocast (the models' lm_head)
         self.max_tokens = max_tokens
         self._forward = torch.compile(model) if device.type == "cuda" else model
 
@@ -416,8 +424,21 @@ class TorchBackend:
         state.step = int(payload["step"])
         return state
 
-    def code_files(self, spec_name: str) -> list[Path]:
-        return [HERE / name for name in family(spec_name).files]
+    def code_layout(self) -> CodeLayout:
+        """This package's source files under the harness's one code-bytes rule (harness/code.py)."""
+        return CODE_LAYOUT
 
+    def code_files(self, spec_name: str) -> list[Path]:
+        """Shared files + the model's own: the bytes that count toward the cap for ``spec_name``."""
+        family(spec_name)  # an unknown model is refused with the backend's own message
+        return CODE_LAYOUT.files(spec_name)
+
+
+# Everything a torch run executes is shared (step, optimizers, Muon, scorer, launcher); each model adds its own.
+CODE_LAYOUT = CodeLayout(
+    root=HERE,
+    shared=("__init__.py", "backend.py", "launcher.py", "muon.py", "optim.py"),
+    models={"llama": ("llama.py",), "megalodon": ("megalodon.py", "megalodon_optim.py")},
+)
 
 BACKEND = TorchBackend()
