@@ -28,6 +28,19 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+def _fail(kind: str, message: str, exit_code: int) -> None:
+    """Print ``kind: message`` as one line on stderr, or, in a process started by `golf run --nproc-per-node`,
+    leave it for the parent to print once (harness.launch.report_failure)."""
+    from harness.distributed import env_rank
+    from harness.launch import report_failure
+
+    if report_failure(kind, message, exit_code):
+        return
+    if env_rank() > 0:  # started by hand under torchrun: say which process
+        message = f"(rank {env_rank()}) {message}"
+    err.print(f"[bold red]{kind}:[/] {escape(message)}" if message else f"[bold red]{kind}[/]", highlight=False, soft_wrap=True)
+
+
 def handled(fn):
     """One line on stderr and a non-zero exit for every failure; a traceback only with GOLF_DEBUG=1."""
 
@@ -36,18 +49,17 @@ def handled(fn):
         try:
             return fn(*args, **kwargs)
         except GolfError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            _fail(getattr(exc, "kind", "error"), str(exc), exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]")
+            _fail("interrupted", "", 130)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
+            _fail("internal error", f"{exc.__class__.__name__}: {exc} (rerun with GOLF_DEBUG=1 for a traceback)", 1)
             if os.environ.get("GOLF_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {exc.__class__.__name__}: {escape(str(exc))} (rerun with GOLF_DEBUG=1 for a traceback)",
-                      highlight=False, soft_wrap=True)  # fmt: skip
             raise typer.Exit(1) from None
 
     return wrapper
@@ -81,13 +93,14 @@ def _parse_sets(sets: list[str] | None) -> dict:
 def data_build(
     name: str = typer.Argument(..., help="dataset to build: shakespeare"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/shakespeare_sp1024)"),
+    allow_lossy: bool = typer.Option(False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"),
 ):
     """Build an embedded dataset. Example: golf data build shakespeare --out data/shakespeare_sp1024"""
     if name != "shakespeare":
         raise GolfError(f"unknown dataset '{name}' to build: only 'shakespeare' is embedded; FineWeb uses `golf data fetch fineweb`")
     from harness.data import shakespeare
 
-    path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"))
+    path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"), allow_lossy=allow_lossy)
     out.print(f"built {path}")
 
 
@@ -100,6 +113,7 @@ def data_fetch(
     source: Optional[Path] = typer.Option(None, help="copy from a local folder with the export's layout instead of downloading"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/fineweb_<variant>)"),
     repo_id: str = typer.Option("willdepueoai/parameter-golf", help="Hugging Face dataset repo"),
+    allow_lossy: bool = typer.Option(False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"),
 ):
     """Fetch the parameter-golf FineWeb export. Example: golf data fetch fineweb --variant sp1024 --train-shards 2"""
     if name != "fineweb":
@@ -109,7 +123,7 @@ def data_fetch(
     from harness.data import fineweb
 
     path = fineweb.fetch(out_dir or Path(f"data/fineweb_{variant}"), variant=variant, train_shards=train_shards,
-                         source=source, repo_id=repo_id)  # fmt: skip
+                         source=source, repo_id=repo_id, allow_lossy=allow_lossy)  # fmt: skip
     out.print(f"fetched {path}")
 
 
@@ -118,18 +132,19 @@ def data_fetch(
 def data_verify(
     path: Path = typer.Argument(..., help="dataset folder"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    allow_lossy: bool = typer.Option(False, "--allow-lossy", help="accept a dataset marked lossy (it stays unofficial)"),
 ):
-    """Check a dataset: shard headers, sizes, hashes, token ids, tokenizer, splits. Example: golf data verify data/shakespeare_sp1024 --json"""
+    """Check a dataset: shard headers, sizes, hashes, token ids, tokenizer, splits, val bytes per document, losslessness. Example: golf data verify data/shakespeare_sp1024 --json"""
     from harness.data.dataset import verify
 
-    report = verify(path)
+    report = verify(path, allow_lossy=allow_lossy)
     if as_json:
         _print_json(report)
     else:
         table = Table(title=f"dataset {report.get('name')}")
         table.add_column("field")
         table.add_column("value", justify="right")
-        for key in ("ok", "vocab_size", "train_shards", "train_tokens", "val_shards", "val_tokens", "val_bytes"):
+        for key in ("ok", "id", "lossy", "vocab_size", "train_shards", "train_tokens", "val_shards", "val_tokens", "val_bytes"):
             table.add_row(key, f"{report.get(key):,}" if isinstance(report.get(key), int) and key != "ok" else str(report.get(key)))
         out.print(table)
         for problem in report.get("problems", []):
@@ -200,26 +215,38 @@ def run_cmd(
     sets: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value (unofficial)"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run directory from its checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run directory"),
-    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="torch: processes under torchrun (DDP)"),
+    prequant: Optional[bool] = typer.Option(None, "--prequant/--no-prequant",
+                                            help="also score the weights before quantization (default: the track's eval_prequant)"),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="processes on this machine (torch: torchrun + DDP; jax: jax.distributed)"),
+    nnodes: int = typer.Option(1, "--nnodes", help="machines in the run (run the same command on each)"),
+    node_rank: int = typer.Option(0, "--node-rank", help="this machine's index, 0..nnodes-1 (jax; torch numbers nodes at the rendezvous)"),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT on node 0 where the machines meet (--nnodes > 1)"),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", hidden=True, help="checkpoint every N steps (default: by track)"),
+    log_every: int = typer.Option(10, "--log-every", hidden=True, help="log the loss every N steps"),
     as_json: bool = typer.Option(False, "--json", help="print result.json"),
 ):
     """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1"""
     from harness import runner
+    from harness.launch import Layout, launch
     from harness.tracks import parse_budget
 
-    if resume is not None:
-        result = runner.resume(resume)
-    else:
+    layout = Layout(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
+    layout.check()
+    if checkpoint_every < 0 or log_every < 1:
+        raise GolfError("--checkpoint-every must be >= 0 and --log-every >= 1")
+    spec = None
+    if resume is None:
         preset = preset or runner.default_preset(model, scale)
         spec = runner.RunSpec(track=track, scale=scale, backend=backend, model=model, preset=preset, seed=seed,
                               data=str(data) if data else None, budget=parse_budget(budget), out=str(out_dir),
-                              run_id=run_id, eval_stride=eval_stride, overrides=_parse_sets(sets), force=force)  # fmt: skip
-        if nproc_per_node > 1:
-            from harness.launch import launch_torchrun
-
-            result = launch_torchrun(spec, nproc_per_node)
-        else:
-            result = runner.execute(spec)
+                              run_id=run_id, eval_stride=eval_stride, overrides=_parse_sets(sets), force=force,
+                              checkpoint_every=checkpoint_every, log_every=log_every, prequant=prequant)  # fmt: skip
+    if layout.world_size > 1 or layout.rdzv_endpoint:  # checked here for every process, then started
+        result = launch(spec or runner.resume_spec(resume), layout, resume_dir=resume)
+    elif resume is not None:
+        result = runner.resume(resume)
+    else:
+        result = runner.execute(spec)
     if as_json:
         _print_json(result)
     else:
@@ -233,7 +260,7 @@ def print_result(result: dict) -> None:
     table.add_column("field")
     table.add_column("value", justify="right")
     for key in ("status", "reason", "val_bpb", "pre_quant_val_bpb", "val_loss", "train_tokens", "train_flops", "train_seconds",
-                "tokens_per_second", "steps", "artifact_bytes", "eval_seconds", "eval_stride", "unofficial"):  # fmt: skip
+                "tokens_per_second", "steps", "artifact_bytes", "eval_seconds", "eval_stride", "eval_precision", "unofficial"):  # fmt: skip
         value = result.get(key)
         if value is None and key == "reason":
             continue
@@ -252,27 +279,81 @@ def eval_cmd(
     data: Path = typer.Option(..., help="dataset folder"),
     backend: Optional[str] = typer.Option(None, help="torch | jax (default: the backend that trained it)"),
     stride: int = typer.Option(64, help="sliding-window stride"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16: how the scorer computes (a track's eval_precision; official tracks: bf16)"),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node",
+                                       help="torch: score in N torchrun processes (gloo on CPU, NCCL on GPUs), windows split between them; jax uses every visible device of one process"),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="also write the report to this JSON file"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Re-score any artifact with either backend. Example: golf eval runs/.../artifact.golf --data data/shakespeare_sp1024 --backend jax --json"""
-    from harness.artifact import read_artifact
+    """Re-score any artifact with either backend. Example: golf eval runs/.../artifact.golf --data data/shakespeare_sp1024 --backend jax --precision bf16 --json"""
+    from harness.artifact import naming, read_artifact
+    from harness.backend import get_backend
     from harness.data.dataset import Dataset
+    from harness.records import atomic_write_json
     from harness.scoring import load_artifact_model, score_weights
+    from harness.tracks import EVAL_PRECISIONS
 
-    from harness.artifact import naming
-
+    if precision not in EVAL_PRECISIONS:
+        raise GolfError(f"unknown --precision '{precision}': choose {' or '.join(EVAL_PRECISIONS)}")
+    if nproc_per_node < 1:
+        raise GolfError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
     blob = read_artifact(artifact)
     with naming(artifact):
         loaded = load_artifact_model(blob)
     dataset = Dataset.open(data)
     name = backend or loaded.backend or "torch"
-    res = score_weights(name, loaded.model, loaded.config, loaded.weights, dataset, stride)
-    report = {"artifact": str(artifact), "backend": name, "model": loaded.model, "preset": loaded.preset,
-              "trained_with": loaded.backend, "model_bytes": len(blob), **res.to_dict()}  # fmt: skip
+    if nproc_per_node > 1:
+        if name != "torch":
+            raise GolfError(f"--nproc-per-node is for the torch backend; the {name} scorer already shards the windows"
+                            " over every visible device of one process: drop --nproc-per-node")  # fmt: skip
+        child = ["eval", str(artifact), "--data", str(data), "--backend", name, "--stride", str(stride),
+                 "--precision", precision]  # fmt: skip
+        report = _eval_in_processes(nproc_per_node, child)
+    else:
+        coll = get_backend(name).collective()  # SINGLE unless this process is one of a torchrun group
+        res = score_weights(name, loaded.model, loaded.config, loaded.weights, dataset, stride, collective=coll,
+                            precision=precision)  # fmt: skip
+        if coll.rank != 0:  # every process holds the same result; process 0 reports it
+            return
+        report = {"artifact": str(artifact), "backend": name, "model": loaded.model, "preset": loaded.preset,
+                  "trained_with": loaded.backend, "model_bytes": len(blob), "eval_precision": precision,
+                  "world_size": coll.world_size, **res.to_dict()}  # fmt: skip
+    if json_out is not None:
+        atomic_write_json(json_out, report)
     if as_json:
         _print_json(report)
     else:
         print_result({**report, "status": "ok"})
+
+
+def _eval_in_processes(nproc: int, child_args: list[str]) -> dict:
+    """`golf eval --nproc-per-node N` (torch): the same `golf eval` in N torchrun processes, started as
+    `golf run` starts them (harness.launch: quiet torchrun, one-line failures); returns process 0's report
+    (a dict, read back from its --json-out file). Raises GolfError/LaunchError with the first failure."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from harness.launch import LAUNCHER_REPORT, Layout, LaunchError, child_env, first_failure, torchrun_command
+
+    layout = Layout(nproc_per_node=nproc)
+    folder = Path(tempfile.mkdtemp(prefix="golf-eval-"))
+    try:
+        report = folder / "report.json"
+        cmd = torchrun_command(layout, [*child_args, "--json-out", str(report)], "golf-eval")
+        code = subprocess.run(cmd, env=child_env(layout, folder), stdout=subprocess.DEVNULL).returncode
+        launcher = folder / LAUNCHER_REPORT
+        body = json.loads(launcher.read_text(encoding="utf-8")) if launcher.exists() else {}
+        if "message" in body:  # torchrun itself failed
+            raise LaunchError(str(body["message"]), "error", 1)
+        failure = first_failure(folder, [tuple(int(x) for x in f) for f in body.get("failures", [])], report.exists())
+        if failure is not None:
+            raise failure
+        if not report.exists():
+            raise GolfError(f"the {nproc} eval processes exited (code {code}) without a result; rerun with GOLF_DEBUG=1")
+        return json.loads(report.read_text(encoding="utf-8"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -467,6 +548,41 @@ def validate_submission_cmd(folder: Path = typer.Argument(..., help="records fol
     if problems:
         raise typer.Exit(1)
     out.print(f"[green]valid[/] {folder}")
+
+
+@app.command("rehearse")
+@handled
+def rehearse_cmd(
+    data: Path = typer.Option(Path("data/shakespeare_sp1024"), help="a built Shakespeare dataset (golf data build shakespeare)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="keep the rehearsal's dataset, tracks and runs here (default: a temp folder, removed)"),
+    backends: List[str] = typer.Option(["torch", "jax"], "--backend", help="backends to rehearse (repeatable)"),
+    processes: int = typer.Option(2, help="torch: gloo processes (torchrun)"),
+    devices: int = typer.Option(2, help="JAX: forced host devices"),
+    seconds: float = typer.Option(20.0, help="the wallclock track's rehearsal budget in seconds"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object per rehearsal"),
+):
+    """Play every track's official rules on the CPU (several processes/devices, official precision and eval
+    policy, verify). Example: golf rehearse --data data/shakespeare_sp1024"""
+    from harness.rehearse import rehearse
+
+    done = rehearse(data, out_dir, tuple(backends), processes, devices, seconds,
+                    log=lambda m: err.print(m, highlight=False, markup=False))  # fmt: skip
+    if as_json:
+        _print_json([{"track": r.track, "backend": r.backend, "target": r.target, "seconds": r.seconds,
+                      "checks": r.checks, "failures": r.failures, "val_bpb": r.result.get("val_bpb")} for r in done])  # fmt: skip
+    else:
+        table = Table(title="golf rehearse — official rules on this machine")
+        for col in ("track", "target", "checks", "val_bpb", "seconds", "verdict"):
+            table.add_column(col)
+        for r in done:
+            bpb = r.result.get("val_bpb")
+            table.add_row(r.track, r.target, str(r.checks), f"{bpb:.4f}" if isinstance(bpb, float) else "–",
+                          f"{r.seconds:.0f}", "[green]ok[/]" if not r.failures else "[red]FAILED[/]")  # fmt: skip
+        out.print(table)
+    failed = [r for r in done if r.failures]
+    if failed:
+        err.print(f"[bold red]error:[/] {len(failed)} of {len(done)} rehearsals broke an official rule (listed above)")
+        raise typer.Exit(1)
 
 
 def main() -> None:

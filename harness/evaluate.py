@@ -121,6 +121,7 @@ def evaluate(
     n_batches = -(-len(starts) // batch_windows)
     first = n_batches * collective.rank // collective.world_size
     last = n_batches * (collective.rank + 1) // collective.world_size
+    mine = min(last * batch_windows, len(starts)) - first * batch_windows  # windows this process scores
     for b0 in range(first * batch_windows, min(last * batch_windows, len(starts)), batch_windows):
         b1 = min(b0 + batch_windows, len(starts))
         windows = tokens[starts[b0:b1, None] + offsets]
@@ -138,7 +139,7 @@ def evaluate(
         nll_sum += batch_sum
         n_scored += picked.size
         if progress:
-            progress(b1 - first * batch_windows, len(starts) // collective.world_size or 1)
+            progress(b1 - first * batch_windows, mine)
     if collective.world_size > 1:
         nll_sum, total = (float(x) for x in collective.all_reduce_sum([nll_sum, n_scored]))
         n_scored = int(total)

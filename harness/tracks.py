@@ -19,6 +19,7 @@ from harness.models import check_name
 TRACKS_DIR = Path(__file__).resolve().parent.parent / "tracks"
 TRACKS_ENV = "GOLF_TRACKS_DIR"  # point golf at another tracks folder (tests, private rule sets)
 BUDGET_KINDS = ("seconds", "tokens", "flops")
+EVAL_PRECISIONS = ("fp32", "bf16")  # how every backend's scorer computes (backends' scorer docstrings)
 SCALES = ("official", "dev")
 
 
@@ -67,7 +68,17 @@ def _parse(path: Path) -> Track:
                 if not 0 < sec["budget"] < float("inf") or sec["eval_stride"] < 1:
                     raise GolfError(f"track file {path}: [{s}] budget and eval_stride must be positive; fix or restore it")
                 sec.setdefault("hardware", "any")
+                sec["eval_precision"] = sec.get("eval_precision", "fp32")
+                if sec["eval_precision"] not in EVAL_PRECISIONS:
+                    raise GolfError(f"track file {path}: [{s}] eval_precision '{sec['eval_precision']}' must be one of"
+                                    f" {', '.join(EVAL_PRECISIONS)}; fix or restore it")  # fmt: skip
+                sec["eval_prequant"] = sec.get("eval_prequant", True)
+                if not isinstance(sec["eval_prequant"], bool):
+                    raise GolfError(f"track file {path}: [{s}] eval_prequant must be true or false; fix or restore it")
                 str(sec["dataset"])
+                pin = sec.get("dataset_sha256")
+                if pin is not None and (not isinstance(pin, str) or len(pin) != 64 or pin.strip("0123456789abcdef")):
+                    raise GolfError(f"track file {path}: [{s}] dataset_sha256 must be 64 lowercase hex digits; fix or restore it")
                 scales[s] = sec
         return Track(
             name=str(doc["name"]),

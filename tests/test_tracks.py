@@ -87,6 +87,9 @@ def test_the_three_tracks_and_their_rules():
     for t in tracks.values():
         assert t.artifact_cap_bytes == 16_000_000
         assert t.scale("official")["dataset"] == "fineweb_sp1024" and t.scale("dev")["dataset"] == "shakespeare_sp1024"
+        # official: scored once (no pre-quant diagnostic), in bf16; dev: fp32 and the pre-quant score too
+        assert (t.scale("official")["eval_precision"], t.scale("official")["eval_prequant"]) == ("bf16", False)
+        assert (t.scale("dev")["eval_precision"], t.scale("dev")["eval_prequant"]) == ("fp32", True)
         assert t.sha256 == hashlib.sha256(t.path.read_bytes()).hexdigest()
     with pytest.raises(GolfError, match="unknown track 'marathon'.*fixed-data"):
         load_track("marathon")
@@ -101,6 +104,15 @@ def test_track_files_are_validated(tmp_path):
     (tmp_path / "odd.toml").write_text("name = 'odd'\nbudget_kind = 'joules'\n[dev]\ndataset='x'\nbudget=1\n")
     with pytest.raises(GolfError, match="budget_kind 'joules'"):
         load_track("odd", tmp_path)
+    (tmp_path / "fp16.toml").write_text("name = 'fp16'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\neval_precision='fp16'\n")
+    with pytest.raises(GolfError, match=r"\[dev\] eval_precision 'fp16' must be one of fp32, bf16"):
+        load_track("fp16", tmp_path)
+    (tmp_path / "pq.toml").write_text("name = 'pq'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\neval_prequant='no'\n")
+    with pytest.raises(GolfError, match="eval_prequant must be true or false"):
+        load_track("pq", tmp_path)
+    (tmp_path / "plain.toml").write_text("name = 'plain'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\n")
+    assert {k: load_track("plain", tmp_path).scale("dev")[k] for k in ("eval_precision", "eval_prequant")} == {
+        "eval_precision": "fp32", "eval_prequant": True}  # the defaults of a track file without the keys
     (tmp_path / "nobudget.toml").write_text("name = 'nobudget'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\n")
     with pytest.raises(GolfError, match="missing or has a bad field"):
         load_track("nobudget", tmp_path)

@@ -104,7 +104,7 @@ def test_events_hold_one_line_per_logged_step_and_no_temp_files_remain(run):
     assert steps[-1]["time"] == result["train_seconds"] and steps[-1]["flops"] == result["train_flops"]
     check = [e for e in events if e.get("event") == "flops_check"]
     assert len(check) == 1 and check[0]["compiler_step_flops"] > 0
-    assert sorted(p.name for p in d.iterdir()) == ["artifact.golf", "events.jsonl", "loss.png", "result.json", "run.json"]
+    assert sorted(p.name for p in d.iterdir()) == ["artifact.golf", "code", "events.jsonl", "loss.png", "result.json", "run.json"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -207,6 +207,33 @@ def test_verify_catches_record_claims_a_leaderboard_would_trust(copy):
     edit_json(copy / "result.json", steps=steps, seed=3)  # a seed the run never used
     v = verify_run(copy, rescore=False, check_data=False)
     assert v.failures and v.failures[0].startswith("claims") and "seed" in v.failures[0]
+
+
+def test_verify_accepts_a_record_older_than_eval_precision(copy):
+    """result.json files written before the field existed were scored in fp32: verify re-scores them so."""
+    obj = json.loads((copy / "result.json").read_text())
+    assert obj.pop("eval_precision") == "fp32"
+    (copy / "result.json").write_text(json.dumps(obj))
+    res = golf("verify", copy)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((copy / "verify.json").read_text())["val_bpb"] == pytest.approx(obj["val_bpb"], rel=1e-9)
+
+
+def test_an_official_run_must_score_at_the_tracks_precision():
+    from harness.tracks import load_track
+    from harness.verify import Verdict, _rules_check
+
+    rules = load_track("fixed-data").scale("official")
+    manifest = {"budget": {"limit": rules["budget"]}, "dataset": {"id": rules["dataset"]}, "eval": {"context": 1024}}
+
+    def problems(**result):
+        v = Verdict(Path("."))
+        _rules_check(v, {"eval_stride": 64, **result}, manifest, rules)
+        return v.failures
+
+    assert rules["eval_precision"] == "bf16" and problems(eval_precision="bf16") == []
+    assert problems(eval_precision="fp32") == ["rules: the run claims to be official but its eval precision fp32 is not the track's bf16"]
+    assert problems() == ["rules: the run claims to be official but its eval precision fp32 is not the track's bf16"]  # absent: fp32
 
 
 def test_verify_errors_are_one_line(tmp_path, copy):

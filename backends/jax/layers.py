@@ -5,7 +5,8 @@ so a model's parameter paths joined by '.' ARE the canonical names and export/im
 
 Precision policy (no autocast in JAX): parameters are always fp32. On GPU matmuls take bf16 inputs and
 accumulate in fp32 (``preferred_element_type``); norms, CEMA, softmax and the loss upcast to fp32 themselves.
-On CPU everything is fp32, which is what the exactness and parity tests rely on.
+On CPU training is fp32, which is what the exactness and parity tests rely on. Scoring does not follow the
+device: it uses the track's ``eval_precision`` everywhere (runtime.score_fns: fp32, or bf16 as above).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from backends.jax.layers import default_compute_dtype, param_paths, path_name
 from backends.jax.llama import GPT
 from backends.jax.megalodon import Megalodon
 from backends.jax.optim import RECIPES, Recipe
+from harness.errors import GolfError
 
 MODELS: dict[str, Callable] = {"llama": GPT, "megalodon": Megalodon}
 
@@ -55,15 +56,33 @@ def make_apply(spec_name: str, config: dict, dtype=None) -> Callable[[dict, jax.
 
 
 _SCORE_FNS: dict[tuple, tuple] = {}
+PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}  # scoring precision (a track rule) -> compute dtype
 
 
-def score_fns(spec_name: str, config: dict) -> tuple[Callable, Callable]:
-    """Jitted (nll(params, tokens (B, T+1)), logprobs(params, idx, rows, ts)), cached per (spec, config)."""
-    key = (spec_name, json.dumps(config, sort_keys=True))
+def score_fns(spec_name: str, config: dict, precision: str = "fp32") -> tuple[Callable, Callable]:
+    """Jitted (nll(params, tokens (B, T+1)), logprobs(params, idx, rows, ts)), cached per (spec, config, precision).
+
+    ``precision`` is the scoring rule, the same on every device kind (unlike training's
+    ``default_compute_dtype``): "fp32" = every matmul in full fp32; "bf16" = every matmul takes bf16 inputs and
+    accumulates in fp32, projection and attention outputs are rounded to bf16, while the residual stream, norms, RoPE,
+    attention scores and softmax, CEMA, the LM-head logits and the final log-sum-exp stay fp32. Both trace
+    under ``jax.default_matmul_precision("highest")`` so an fp32 matmul is never silently TF32 on a GPU.
+    """
+    if precision not in PRECISIONS:
+        raise GolfError(f"unknown scoring precision '{precision}': use fp32 or bf16")
+    key = (spec_name, json.dumps(config, sort_keys=True), precision)
     if key not in _SCORE_FNS:
-        apply = make_apply(spec_name, config)
-        nll = jax.jit(lambda p, tokens: token_nll(apply(p, tokens[:, :-1]), tokens[:, 1:]))
-        logprobs = jax.jit(lambda p, idx, rows, ts: jax.nn.log_softmax(apply(p, idx)[rows, ts], axis=-1))
+        apply = make_apply(spec_name, config, PRECISIONS[precision])
+
+        def full_precision(fn):  # the matmul-precision setting is read while tracing: wrap the traced function
+            def traced(*args):
+                with jax.default_matmul_precision("highest"):
+                    return fn(*args)
+
+            return traced
+
+        nll = jax.jit(full_precision(lambda p, tokens: token_nll(apply(p, tokens[:, :-1]), tokens[:, 1:])))
+        logprobs = jax.jit(full_precision(lambda p, idx, rows, ts: jax.nn.log_softmax(apply(p, idx)[rows, ts], axis=-1)))
         _SCORE_FNS[key] = (nll, logprobs)
     return _SCORE_FNS[key]
 
@@ -75,8 +94,26 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return logz - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
 
 
+def host_value(x: Any) -> np.ndarray:
+    """A jax.Array (or anything array-like) as numpy on this process.
+
+    An array spread over several processes must be fully replicated (params, optimizer state, the loss): its
+    local copy is the value. np.asarray cannot read an array that is not fully addressable.
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if not x.sharding.is_fully_replicated:
+            raise ValueError(f"an array sharded over several processes ({x.sharding}) has no local value")
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(jax.device_get(x))
+
+
 class Placement:
-    """Where arrays go: rows sharded over a 1-D data mesh, everything else replicated."""
+    """Where arrays go: rows sharded over a 1-D data mesh, everything else replicated.
+
+    The mesh may span several processes (``jax.distributed``; default: every device of every process). Then
+    each process holds the same global numpy value (the harness draws the same batch everywhere) and
+    contributes the slices its own devices hold (``jax.make_array_from_callback``).
+    """
 
     def __init__(self, devices=None):
         self.devices = list(devices) if devices is not None else jax.devices()
@@ -84,13 +121,26 @@ class Placement:
         self.rows = NamedSharding(self.mesh, P("data"))  # (B, ...) arrays: rows split over the devices
         self.micro = NamedSharding(self.mesh, P(None, "data"))  # (k, B, ...) micro-batches: the same, per micro-batch
         self.replicated = NamedSharding(self.mesh, P())
+        me = jax.process_index()
+        self.multiprocess = any(d.process_index != me for d in self.devices)
 
     @property
     def count(self) -> int:
         return len(self.devices)
 
+    def put(self, a: Any, sharding: NamedSharding) -> jax.Array:
+        """One array onto ``sharding``; across processes, from this process's copy of the global value."""
+        if not self.multiprocess:
+            return jax.device_put(a, sharding)
+        if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim):
+            return a
+        value = host_value(a)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
     def replicate(self, tree: Any) -> Any:
-        return jax.device_put(tree, self.replicated)
+        if not self.multiprocess:
+            return jax.device_put(tree, self.replicated)
+        return jax.tree.map(lambda a: self.put(a, self.replicated), tree)
 
     def pad_rows(self, a: np.ndarray) -> tuple[np.ndarray, int]:
         """Zero rows appended so the row count divides by the device count; returns (padded, real rows)."""
@@ -101,10 +151,10 @@ class Placement:
         return a, n
 
     def put_rows(self, a: np.ndarray) -> jax.Array:
-        return jax.device_put(a, self.rows)
+        return self.put(a, self.rows)
 
     def put_micro(self, a: np.ndarray) -> jax.Array:
-        return jax.device_put(a, self.micro)
+        return self.put(a, self.micro)
 
 
 def default_micro_batch_tokens() -> int | None:
@@ -129,7 +179,8 @@ class Trainer:
 
     def device_batch(self, batch: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """(B, T+1) -> (k, R, T+1) micro-batches with (k, R) row weights, each micro-batch's rows sharded over
-        the devices. Rows added to make the split even carry weight 0."""
+        the devices (of every process: each passes the same global batch and keeps its devices' rows). Rows
+        added to make the split even carry weight 0."""
         batch = np.ascontiguousarray(batch, dtype=np.int32)
         B, T = batch.shape[0], batch.shape[1] - 1
         n = self.placement.count

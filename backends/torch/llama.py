@@ -15,6 +15,21 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+def lm_head(x: torch.Tensor, weight: torch.Tensor, exact: bool) -> torch.Tensor:
+    """fp32 logits x @ weight.T, x (..., d), weight (V, d) -> (..., V).
+
+    Under autocast with ``exact`` (the scorer's bf16 rule) the inputs are rounded to the autocast dtype and
+    multiplied with fp32 accumulation into an fp32 result (bf16 products are exact in fp32), as the JAX models'
+    head does; without it, autocast's own matmul (its output rounded to bf16, as parameter-golf trains).
+    """
+    device = x.device.type
+    if exact and torch.is_autocast_enabled(device):
+        low = torch.get_autocast_dtype(device)
+        with torch.autocast(device_type=device, enabled=False):
+            return F.linear(x.to(low).float(), weight.to(low).float())
+    return F.linear(x, weight).float()
+
+
 def rotary(seq_len: int, head_dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of angle pos * base^(-2i/hd), computed in fp32 for any length (no cache to outgrow)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
@@ -95,6 +110,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(c["vocab_size"], c["model_dim"])
         self.skip_weights = nn.Parameter(torch.empty(min(self.n_enc, c["num_layers"] - self.n_enc), c["model_dim"]))
         self.blocks = nn.ModuleList(Block(c) for _ in range(c["num_layers"]))
+        self.exact_logits = False  # the scorer sets it: fp32 logits under autocast (lm_head)
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         cos, sin = rotary(idx.size(1), self.head_dim, self.rope_base, idx.device)
@@ -108,7 +124,7 @@ class GPT(nn.Module):
                 x = x + self.skip_weights[j] * skips.pop()
             x = block(x, x0, cos, sin)
         # the softcap runs in fp32 even under autocast: tanh saturates coarsely in bf16
-        logits = F.linear(rms(x), self.tok_emb.weight).float()
+        logits = lm_head(rms(x), self.tok_emb.weight, self.exact_logits)
         return self.softcap * torch.tanh(logits / self.softcap)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:

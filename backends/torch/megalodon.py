@@ -22,6 +22,18 @@ def _fp32_region(x: torch.Tensor):
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
+def lm_head(x: torch.Tensor, weight: torch.Tensor, exact: bool) -> torch.Tensor:
+    """fp32 logits x @ weight.T, x (..., D), weight (V, D) -> (..., V). Under autocast with ``exact`` (the
+    scorer's bf16 rule) bf16-rounded inputs, fp32 accumulation and an fp32 result, as the JAX head; without it,
+    autocast's own matmul (its output rounded to bf16)."""
+    device = x.device.type
+    if exact and torch.is_autocast_enabled(device):
+        low = torch.get_autocast_dtype(device)
+        with torch.autocast(device_type=device, enabled=False):
+            return F.linear(x.to(low).float(), weight.to(low).float())
+    return F.linear(x, weight).float()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # TimestepNorm
 
@@ -228,6 +240,7 @@ class Megalodon(nn.Module):
         self.layers = nn.ModuleList(MegalodonLayer(c) for _ in range(c["num_layers"]))
         self.final_norm = Norm(D)
         self.lm_head = None if c["tied_embeddings"] else nn.Linear(D, V, bias=False)
+        self.exact_logits = False  # the scorer sets it: fp32 logits under autocast (lm_head)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
@@ -237,7 +250,7 @@ class Megalodon(nn.Module):
                 x = layer(x)
         h = timestep_norm(x, self.final_norm.weight, self.final_norm.bias, c["norm_num_groups"], c["norm_eps"])
         head = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(h, head).float()  # under autocast the head matmul runs in the autocast dtype
+        logits = lm_head(h, head, self.exact_logits)
         if targets is None:
             return logits
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
