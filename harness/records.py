@@ -192,22 +192,23 @@ def hardware(devices: dict) -> dict:
 
 
 def validate_result(obj: dict) -> list[str]:
-    """Problems with a result.json (empty list = well-formed). ``pre_quant_val_bpb`` is null when the track
-    (eval_prequant) or --no-prequant skipped that score; ``eval_precision`` is fp32 | bf16, absent = fp32."""
-    problems = [f"missing field '{k}'" for k in RESULT_FIELDS if k not in obj]
-    if obj.get("status") not in STATUSES:
-        problems.append(f"status '{obj.get('status')}' is not one of {', '.join(STATUSES)}")
-    for k in ("track", "scale", "backend", "model", "preset"):
-        if k in obj and not isinstance(obj[k], str):
-            problems.append(f"field '{k}' is not a string")
-    if "seed" in obj and (not isinstance(obj["seed"], int) or isinstance(obj["seed"], bool)):
-        problems.append("field 'seed' is not an integer")
-    if obj.get("eval_precision") not in (None, "fp32", "bf16"):  # absent in records older than the field: fp32
-        problems.append(f"eval_precision '{obj.get('eval_precision')}' is not fp32 or bf16")
-    if obj.get("pre_quant_val_bpb") is not None and not isinstance(obj["pre_quant_val_bpb"], (int, float)):
-        problems.append("field 'pre_quant_val_bpb' is neither a number nor null (null: not scored)")
-    if obj.get("status") == "ok":
-        for k in ("val_bpb", "val_nll_sum", "val_bytes", "artifact_bytes", "code_bytes", "model_bytes", "steps"):
-            if not isinstance(obj.get(k), (int, float)) or isinstance(obj.get(k), bool):
-                problems.append(f"field '{k}' is not a number")
-    return problems
+    """Problems with a result.json (empty list = well-formed), against harness/schemas/result.schema.json.
+    ``pre_quant_val_bpb`` is null when the track (eval_prequant) or --no-prequant skipped that score;
+    ``eval_precision`` is fp32 | bf16, absent = fp32. Lines read "missing field 'x'", "field 'x' is not a
+    number", "status 'x' is not one of ...", or the schema's own message."""
+    from harness.schema import errors
+
+    if not isinstance(obj, dict):
+        return ["the result is not a JSON object"]
+    out = []
+    for line in errors("result", obj):
+        where, _, what = line.partition(": ")
+        if what.startswith("missing required field"):
+            out.append(what.replace("missing required field", "missing field"))
+        elif where == "status":
+            out.append(f"status '{obj.get('status')}' is not one of {', '.join(STATUSES)}")
+        elif what.startswith("expected "):
+            out.append(f"field '{where}' is not a {what[len('expected '):].split(',')[0]}")
+        else:
+            out.append(line)
+    return out

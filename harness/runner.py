@@ -37,6 +37,7 @@ from harness.records import (
     hardware,
     read_json,
     run_dir,
+    validate_result,
     versions,
 )
 from harness.scoring import load_artifact_model, score_weights
@@ -484,6 +485,9 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
     if not main:
         return {"status": result["status"]}
     ck = run.dir / CHECKPOINT
+    problems = validate_result(result)  # the writer checks its record against the schema the readers use
+    if problems:
+        raise GolfError(f"internal error: the result record breaks harness/schemas/result.schema.json ({problems[0]})")
     atomic_write_json(run.dir / "result.json", result)
     if ck.exists() and result["status"] != "failed":
         shutil.rmtree(ck)

@@ -7,7 +7,6 @@ and is validated before it is written; the folder is assembled in a temp dir and
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -16,64 +15,18 @@ from pathlib import Path
 from harness.artifact import CAP_BYTES
 from harness.code import code_bytes, code_digest, snapshot_files
 from harness.errors import GolfError
+from harness.schema import errors as schema_check, load as schema_load
 from harness.records import atomic_write_bytes, dumps, read_events, read_json
 from harness.stats import mean_std
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "submission.schema.json"
-_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "null": type(None),
-          "boolean": bool}  # fmt: skip
-
-
 def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def _check(value, sch: dict, where: str, errors: list[str]) -> None:
-    """The subset of JSON Schema our schema uses: type, enum, required, properties, additionalProperties,
-    items, minItems, minLength, maxLength, pattern, minimum, maximum."""
-    types = sch.get("type")
-    if types:
-        names = types if isinstance(types, list) else [types]
-        ok = any(isinstance(value, _TYPES[n]) and not (n in ("integer", "number") and isinstance(value, bool)) for n in names)
-        if not ok:
-            errors.append(f"{where}: expected {' or '.join(names)}, got {type(value).__name__}")
-            return
-    if "enum" in sch and value not in sch["enum"]:
-        errors.append(f"{where}: '{value}' is not one of {sch['enum']}")
-    if isinstance(value, str):
-        if len(value) < sch.get("minLength", 0) or len(value) > sch.get("maxLength", 10**9):
-            errors.append(f"{where}: length {len(value)} out of range")
-        if "pattern" in sch and not re.search(sch["pattern"], value):
-            errors.append(f"{where}: '{value}' does not match {sch['pattern']}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in sch and value < sch["minimum"]:
-            errors.append(f"{where}: {value} < minimum {sch['minimum']}")
-        if "maximum" in sch and value > sch["maximum"]:
-            errors.append(f"{where}: {value} > maximum {sch['maximum']}")
-    if isinstance(value, list):
-        if len(value) < sch.get("minItems", 0):
-            errors.append(f"{where}: needs at least {sch['minItems']} items")
-        for i, item in enumerate(value):
-            _check(item, sch.get("items", {}), f"{where}[{i}]", errors)
-    if isinstance(value, dict):
-        for key in sch.get("required", []):
-            if key not in value:
-                errors.append(f"{where}: missing required field '{key}'")
-        props = sch.get("properties", {})
-        extra = sch.get("additionalProperties", True)
-        for key, item in value.items():
-            if key in props:
-                _check(item, props[key], f"{where}.{key}", errors)
-            elif extra is False:
-                errors.append(f"{where}: unexpected field '{key}'")
-            elif isinstance(extra, dict):
-                _check(item, extra, f"{where}.{key}", errors)
+    """The submission.json schema (harness/schemas/submission.schema.json)."""
+    return schema_load("submission")
 
 
 def schema_errors(submission: dict) -> list[str]:
-    errors: list[str] = []
-    _check(submission, schema(), "submission", errors)
-    return errors
+    """Every way ``submission`` breaks the schema (jsonschema), one line each; [] when it validates."""
+    return schema_check("submission", submission, "submission")
 
 
 def _train_log(run_dir: Path, manifest: dict, result: dict) -> str:

@@ -107,6 +107,8 @@ def write_run(runs: Path, run_id: str, *, bpb: float, seed: int, track: str = "f
         tokens = per_step * steps
     d = runs / track / scale / run_id
     d.mkdir(parents=True)
+    (d / "code").mkdir()
+    (d / "code" / "model.py").write_bytes(b"#" * CODE_BYTES)  # the code snapshot verify recounts
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{run_id}|{seed}|{scale}|{hw}".encode()).digest()[:4], "little"))
     blob = pack({"w": rng.standard_normal((4, 8)).astype(np.float32)}, lambda name: False,
                 {"model": model, "preset": preset, "run_id": run_id})
@@ -132,7 +134,9 @@ def write_run(runs: Path, run_id: str, *, bpb: float, seed: int, track: str = "f
         "preset": preset, "seed": seed, "config": {"seq_len": seq}, "unofficial": unofficial,
         "budget": {"kind": t.budget_kind, "limit": limit, "track_default": rules["budget"]},
         "eval": {"stride": result["eval_stride"], "context": seq}, "batch": {"seqs": 4, "seq_len": seq, "tokens": 1024},
-        "dataset": {"name": "x", "id": rules["dataset"], "dir": "/nonexistent", "manifest_sha256": "0" * 64},
+        "dataset": {"name": "x", "id": rules["dataset"], "dir": "/nonexistent", "manifest_sha256": "0" * 64,
+                    "content_sha256": rules.get("dataset_sha256", "c" * 64)},
+        "code_sha256": {"model.py": hashlib.sha256(b"#" * CODE_BYTES).hexdigest()},
         "hardware": {"class": hw},
     }  # fmt: skip
     (d / "result.json").write_text(json.dumps(result, indent=2))
