@@ -39,3 +39,27 @@ def accounting(shakespeare_dir: Path) -> ByteAccounting:
 def dataset_copy(shakespeare_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the built dataset that a test may modify."""
     return Path(shutil.copytree(shakespeare_dir, tmp_path / "shakespeare_sp1024"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# No silent skips: `make setup` installs both backends, so a test that skips (an import that failed, a backend
+# that broke) hides a defect. The session fails listing them; GOLF_ALLOW_SKIPS=1 allows them (a partial
+# install, e.g. `pip install golfbench[torch]` only).
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    if _SKIPPED and os.environ.get("GOLF_ALLOW_SKIPS") != "1" and exitstatus == 0:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"FAILED: {len(_SKIPPED)} unexpected skip(s) (set GOLF_ALLOW_SKIPS=1 for a partial install):\n  "
+            + "\n  ".join(_SKIPPED), red=True)  # fmt: skip
+        session.exitstatus = 1

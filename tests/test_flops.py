@@ -27,6 +27,11 @@ from harness.models import get_spec
 
 B = 4  # sequences in the counted batch: FLOPs per token do not depend on it
 
+def _no_score(run, state, result, code, coll):
+    """Evaluation stubbed out: the loop is what these tests check. Placeholder numbers keep the record valid."""
+    result.update(val_bpb=0.0, val_nll_sum=0.0, val_bytes=1, artifact_bytes=code, model_bytes=0)
+
+
 
 def _llama_tiny():
     spec = get_spec("llama")
@@ -127,8 +132,7 @@ def test_jax_cost_analysis_agrees_with_the_formula_on_llama_tiny():
     state = backend.init("llama", config, 0)
     batch = _batch(config)
     total = backend.compiler_flops(state, batch)  # the number every JAX run logs as its cross-check
-    if total is None:
-        pytest.skip("the JAX backend's compiler_flops returned no count (cost_analysis unavailable)")
+    assert total is not None, "the JAX backend's compiler_flops returned no count (cost_analysis broke)"
     try:
         tr = state.trainer
         tokens, weight = tr.device_batch(batch)
@@ -166,7 +170,7 @@ def test_every_backend_is_charged_the_formula_and_logs_its_own_count(shakespeare
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
-    monkeypatch.setattr(runner, "_score", lambda run, state, result, code, coll: None)  # the loop is what is charged
+    monkeypatch.setattr(runner, "_score", _no_score)  # the loop is what is charged
     micro = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
     spec, config = get_spec("llama"), get_spec("llama").config("tiny", micro)
     step = spec.flops_per_token(config)["total"] * 1024
@@ -228,7 +232,7 @@ def test_a_failing_flop_cross_check_is_logged_not_fatal(shakespeare_dir, tmp_pat
     from harness.records import read_events
 
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
-    monkeypatch.setattr(runner, "_score", lambda run, state, result, code, coll: None)
+    monkeypatch.setattr(runner, "_score", _no_score)
 
     def boom(state, batch):
         raise MemoryError("out of memory in the counter")

@@ -28,6 +28,11 @@ ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 MICRO = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
 SEQ, BATCH = 256, 1024
 
+def _no_score(run, state, result, code, coll):
+    """Evaluation stubbed out: the loop is what these tests check. Placeholder numbers keep the record valid."""
+    result.update(val_bpb=0.0, val_nll_sum=0.0, val_bytes=1, artifact_bytes=code, model_bytes=0)
+
+
 
 def golf(*args):
     return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
@@ -144,7 +149,7 @@ def run_loop(shakespeare_dir, tmp_path, monkeypatch, one_thread):
     from harness import runner
 
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
-    monkeypatch.setattr(runner, "_score", lambda run, state, result, code, coll: None)
+    monkeypatch.setattr(runner, "_score", _no_score)
 
     def go(track: str, budget: float, run_id: str = "r", **overrides):
         spec = runner.RunSpec(track=track, scale="dev", backend="torch", model="llama", preset="tiny", seed=0,
