@@ -1,4 +1,4 @@
-"""One run's lifecycle (ARCHITECTURE §2): setup, untimed warm-up, the budgeted loop, artifact, eval, result.
+"""One run's lifecycle (docs/architecture.md §2): setup, untimed warm-up, the budgeted loop, artifact, eval, result.
 
 The harness owns the loop: it draws the batches (the same for every backend), charges the budget, derives
 the learning-rate scale from the budget's progress and logs events. Backends only step, export and score.
