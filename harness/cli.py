@@ -57,9 +57,13 @@ def handled(fn):
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
-            _fail("internal error", f"{exc.__class__.__name__}: {exc} (rerun with GOLF_DEBUG=1 for a traceback)", 1)
+            message = f"{exc.__class__.__name__}: {exc} (rerun with GOLF_DEBUG=1 for a traceback)"
             if os.environ.get("GOLF_DEBUG"):
+                from harness.launch import report_failure
+
+                report_failure("internal error", message, 1)  # a launched process still tells its parent
                 raise
+            _fail("internal error", message, 1)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -331,22 +335,17 @@ def _eval_in_processes(nproc: int, child_args: list[str]) -> dict:
     `golf run` starts them (harness.launch: quiet torchrun, one-line failures); returns process 0's report
     (a dict, read back from its --json-out file). Raises GolfError/LaunchError with the first failure."""
     import shutil
-    import subprocess
     import tempfile
 
-    from harness.launch import LAUNCHER_REPORT, Layout, LaunchError, child_env, first_failure, torchrun_command
+    from harness.launch import Layout, child_env, first_failure, run_torchrun
 
     layout = Layout(nproc_per_node=nproc)
     folder = Path(tempfile.mkdtemp(prefix="golf-eval-"))
     try:
         report = folder / "report.json"
-        cmd = torchrun_command(layout, [*child_args, "--json-out", str(report)], "golf-eval")
-        code = subprocess.run(cmd, env=child_env(layout, folder), stdout=subprocess.DEVNULL).returncode
-        launcher = folder / LAUNCHER_REPORT
-        body = json.loads(launcher.read_text(encoding="utf-8")) if launcher.exists() else {}
-        if "message" in body:  # torchrun itself failed
-            raise LaunchError(str(body["message"]), "error", 1)
-        failure = first_failure(folder, [tuple(int(x) for x in f) for f in body.get("failures", [])], report.exists())
+        code, failures = run_torchrun(layout, [*child_args, "--json-out", str(report)], child_env(layout, folder),
+                                      "golf-eval", folder)  # fmt: skip
+        failure = first_failure(folder, failures, report.exists())
         if failure is not None:
             raise failure
         if not report.exists():

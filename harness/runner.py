@@ -130,7 +130,9 @@ class Run:
                 f"{spec.model}/{spec.preset} has vocab {self.config['vocab_size']} but dataset '{self.dataset.name}'"
                 f" has {self.dataset.vocab_size}"
             )
-        if env_rank() == 0:  # hashes and token ids, so bad data stops the run before its directory exists
+        # hashes and token ids, so bad data stops the run before its directory exists (once: a launcher that
+        # already checked this exact manifest in the parent says so in GOLF_DATA_CHECKED)
+        if env_rank() == 0 and os.environ.get("GOLF_DATA_CHECKED") != self.dataset.manifest_sha256:
             self.dataset.check_contents()
         # The framework import takes seconds: checked after the data, so bad input fails fast.
         self.backend = get_backend(spec.backend)

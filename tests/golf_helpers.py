@@ -91,3 +91,21 @@ def rewrite_manifest(dataset: Path, edit) -> None:
 
 # What an atomic write leaves behind when killed mid-write (records.atomic_write_bytes); never a result.
 TMP_NAME = re.compile(r"^\..+\.tmp$")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc): the processes a launcher started, to kill them all at once."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found

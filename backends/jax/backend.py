@@ -2,6 +2,12 @@
 
 Every model starts from ``harness.init.init_weights`` (so torch and JAX start identically), trains with one
 jitted step over a data-parallel mesh of ``jax.devices()``, and exports fp32 numpy under the canonical names.
+
+Several processes (`golf run --backend jax --nproc-per-node N [--nnodes K]`): each joins ``jax.distributed``
+(``join_processes``, from torchrun's environment) before touching a device; the training mesh spans every
+process's devices, each process passes the same global batch and keeps its devices' rows; params stay
+replicated, so export and the loss read the local copy; process 0 alone writes checkpoints; scoring is
+local to each process (the evaluator gives each process its own windows).
 """
 
 from __future__ import annotations
