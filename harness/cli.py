@@ -76,15 +76,19 @@ def _print_json(obj) -> None:
 
 
 def _parse_sets(sets: list[str] | None) -> dict:
+    """``--set key=value`` items -> {key: value}. A value that is JSON (6, 1e-3, true, "6") is decoded, any
+    other is kept as text (False, .04); ModelSpec.config then parses each by its field's type (bools only
+    true/false in any case, ints never from 2.5, floats from 1e-3) and refuses unknown keys, listing the valid
+    ones. GolfError for an item without '=' or with an empty key."""
     overrides = {}
     for item in sets or []:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise GolfError(f"--set '{item}' must look like key=value, e.g. --set num_layers=6")
-        key, value = item.split("=", 1)
         try:
             overrides[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
-            overrides[key.strip()] = value
+            overrides[key.strip()] = value.strip()
     return overrides
 
 
@@ -183,10 +187,20 @@ def tracks_cmd(as_json: bool = typer.Option(False, "--json")):
 
 @app.command("models")
 @handled
-def models_cmd():
+def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every preset's config and recipe as JSON")):
     """List model specs, presets, parameter counts and FLOPs per token. Example: golf models"""
     from harness.models import SPECS
 
+    if as_json:
+        rows = []
+        for spec in SPECS.values():
+            for preset in spec.presets:
+                cfg = spec.config(preset)
+                rows.append({"model": spec.name, "preset": preset, "params": spec.param_count(cfg),
+                             "train_flops_per_token": spec.flops_per_token(cfg)["total"], "seq_len": cfg["seq_len"],
+                             "config": spec.model_part(cfg), "recipe": {k: cfg[k] for k in spec.recipe_keys}})  # fmt: skip
+        _print_json(rows)
+        return
     table = Table(title="models")
     for col in ("model", "preset", "params", "train FLOPs/token", "seq_len"):
         table.add_column(col, justify="right" if col != "model" else "left")

@@ -102,6 +102,8 @@ class Run:
         self.scale = self.track.scale(spec.scale)
         self.model_spec = get_spec(spec.model)
         self.config = self.model_spec.config(spec.preset, spec.overrides)
+        # record overrides as parsed (`--set swiglu=false` is the bool False in run.json, never the text)
+        spec.overrides = {key: self.config[key] for key in spec.overrides}
         if spec.eval_stride is not None and spec.eval_stride < 1:
             raise GolfError(f"--eval-stride must be a positive number of tokens, got {spec.eval_stride}")
         run_id = spec.run_id or default_run_id(spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget)
@@ -515,7 +517,8 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
         result["pre_quant_val_bpb"] = pre.val_bpb
         _log_eval(run, main, "pre-quant", pre)
     # Every process packs the same (bit-identical) weights into the same bytes; only process 0 writes them.
-    blob = pack(weights, run.model_spec.is_control, {"model": spec.model, "preset": spec.preset, "config": run.config,
+    blob = pack(weights, run.model_spec.is_control, {"model": spec.model, "preset": spec.preset,
+                                                       "config": run.model_spec.model_part(run.config),  # no recipe
                                                        "backend": spec.backend, "run_id": run.run_id})  # fmt: skip
     if main:
         atomic_write_bytes(run.dir / "artifact.golf", blob)

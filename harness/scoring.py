@@ -40,8 +40,10 @@ def load_artifact_model(blob: bytes) -> ArtifactModel:
     if not isinstance(config, dict):
         raise GolfError("artifact metadata 'config' is not a JSON object; it was not written by `golf run`")
     spec = get_spec(model)
-    # Rebuild the config from the spec so a tampered metadata block cannot smuggle in unknown keys.
-    clean = spec.config(preset, config)
+    # Rebuild the config from the spec so a tampered metadata block cannot smuggle in unknown keys: the stored
+    # architecture over the preset, plus the preset's training recipe (scoring needs none; artifacts written
+    # before the ModelConfig / TrainRecipe split stored recipe keys too, which are ignored).
+    clean = spec.config_from_model_part(preset, config)
     check_weights(spec, clean, weights)
     return ArtifactModel(model, preset, clean, meta.get("backend", ""), weights, meta)
 

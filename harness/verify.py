@@ -21,6 +21,7 @@ from harness.artifact import CAP_BYTES
 from harness.code import SNAPSHOT_DIR, code_bytes, code_digest, snapshot_files
 from harness.data.dataset import Dataset, verify as verify_dataset
 from harness.errors import GolfError
+from harness.models import get_spec
 from harness.records import atomic_write_json, read_events, read_json, validate_result
 from harness.tracks import load_track
 
@@ -199,9 +200,13 @@ def _verify_files(v: Verdict, run_dir: Path, result: dict, manifest: dict, data:
         try:
             loaded = load_artifact_model(blob)
             # The artifact names the run that packed it: one copied in from another run is refused unscored.
+            # Artifacts store the architecture only (ModelConfig), so the configs compare on those keys.
+            model_keys = get_spec(loaded.model).model_keys
+            stated = manifest.get("config")
             origin = {"model": loaded.model, "preset": loaded.preset, "run_id": loaded.meta.get("run_id"),
-                      "config": loaded.config}  # fmt: skip
-            wrong = [k for k, val in origin.items() if val != manifest.get(k)]
+                      "config": {k: loaded.config[k] for k in model_keys}}  # fmt: skip
+            claimed = {**manifest, "config": {k: stated.get(k) for k in model_keys} if isinstance(stated, dict) else stated}
+            wrong = [k for k, val in origin.items() if val != claimed.get(k)]
             if not v.check("artifact-origin", not wrong,
                            f"artifact.golf was made by another run (its {', '.join(wrong)} differ from run.json)"):  # fmt: skip
                 return

@@ -167,7 +167,7 @@ def test_resume_refuses_a_changed_config_or_code(interrupted, tmp_path, monkeypa
     guard = _untouched(d)
     next(guard)
     # the preset's definition changed between start and resume (e.g. a pulled commit)
-    monkeypatch.setitem(models.LLAMA_PRESETS, "tiny", {**models.LLAMA_PRESETS["tiny"], "warmdown_frac": 0.5})
+    monkeypatch.setitem(models.LLAMA_PRESETS, "tiny", models.LLAMA_PRESETS["tiny"].replace(warmdown_frac=0.5))
     with pytest.raises(GolfError, match="model config differs"):
         runner.resume(d)
     monkeypatch.undo()

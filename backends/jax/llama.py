@@ -143,12 +143,3 @@ class GPT(nnx.Module):
             x = block(x, x0, cos, sin)
         logits = matmul_t(rms(x), self.tok_emb.weight[...], self.dtype, out_dtype=jnp.float32)
         return self.softcap * jnp.tanh(logits / self.softcap)  # fp32: tanh saturates coarsely in bf16
-
-
-MATRIX_SUFFIXES = ("c_q.weight", "c_k.weight", "c_v.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight")
-
-
-def is_muon_param(name: str) -> bool:
-    """Muon takes the 2-D block matrices; tok_emb, skip_weights, resid_mix and the gains go to Adam."""
-    return name.startswith("blocks.") and name.endswith(MATRIX_SUFFIXES)
-

@@ -132,11 +132,3 @@ class Megalodon(nnx.Module):
         h = timestep_norm(x, self.final_norm.weight[...], self.final_norm.bias[...], self.groups, self.eps)
         head = self.embed.weight[...] if self.lm_head is None else self.lm_head.weight[...]
         return matmul_t(h, head, self.dtype, out_dtype=jnp.float32)
-
-
-# Muon takes the 2-D block matrices; everything else (embed, lm_head, CEMA, norms, biases, Q/K affine) is Adam's.
-MUON_SUFFIXES = ("wz.weight", "wv.weight", "wr.weight", "wh1.weight", "wh2.weight", "ffn.w1.weight", "ffn.w2.weight", "ffn.w3.weight")
-
-
-def is_muon_param(name: str) -> bool:
-    return name.startswith("layers.") and name.endswith(MUON_SUFFIXES)

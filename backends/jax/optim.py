@@ -1,13 +1,14 @@
 """The training recipes of docs/models.md as Optax transformations over the flat {canonical name: array} params.
 
-Muon on the 2-D block matrices, Adam on everything else (embedding, LM head, CEMA, norms, biases, gains),
-mirroring backends/torch exactly:
+Which tensor goes to Muon or Adam, at which learning-rate key, and the Muon momentum schedule are declared once,
+by canonical name, in harness/models.py (``ModelSpec.optimizer_groups`` / ``momentum_schedule``); this module
+builds the Optax transformation from that declaration, mirroring backends/torch exactly:
 - Muon momentum is torch-style Nesterov (buf = m buf + g; step direction g + m buf), without the EMA damping
   and bias correction of ``optax.contrib.scale_by_muon``, whose early steps would differ from torch's. The
   momentum m is a function of the step (llama warms it 0.85 -> 0.95), which a fixed optax ``beta`` cannot be.
 - ``optax.contrib.muon`` has one Adam learning rate and turns its Adam into NAdam when Muon is Nesterov;
   llama needs two Adam rates (embedding vs scalars) and plain Adam. So the labelling is ours
-  (``optax.partition`` by canonical name; the embedding and head are never Muon's), Adam is
+  (``optax.partition`` by the spec's groups; the embedding and head are never Muon's), Adam is
   ``optax.scale_by_adam``, and each leaf's rate is applied last, times the harness's traced ``lr_scale``.
 - Newton-Schulz: 5 quintic steps, coefficients (3.4445, -4.7750, 2.0315), bf16 on GPUs and fp32 on CPU (so
   CPU runs are exact), update scaled by sqrt(max(1, rows/cols)) of the (out, in) weight.
@@ -23,9 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from backends.jax import llama as jllama
-from backends.jax import megalodon as jmega
 from harness.errors import GolfError
+from harness.models import MomentumSchedule, get_spec
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
@@ -104,8 +104,20 @@ def _ns_dtype():
     return jnp.bfloat16 if jax.default_backend() == "gpu" else jnp.float32
 
 
-def _build(names: list[str], is_muon, lr_of, momentum_at, config: dict, clip: float) -> Recipe:
-    labels = {n: "muon" if is_muon(n) else "adam" for n in names}
+def _build(spec_name: str, names: list[str], config: dict, clip: float) -> Recipe:
+    """Muon / Adam over ``names`` as the spec's optimizer groups say, each leaf at its group's ``config[lr_key]``;
+    optionally after a global-norm clip. GolfError if ``names`` are not exactly the spec's canonical names."""
+    spec = get_spec(spec_name)
+    groups = spec.optimizer_groups(config)
+    owner = {n: g for g in groups for n in g.tensors}
+    if set(owner) != set(names):
+        odd = sorted(set(owner) ^ set(names))
+        raise GolfError(f"{spec_name}: the JAX model's parameters differ from the spec's canonical names ({odd[:3]})")
+    unknown = sorted({g.optimizer for g in groups} - {"muon", "adam"})
+    if unknown:
+        raise GolfError(f"{spec_name}: optimizer group names unknown optimizer '{unknown[0]}' (muon | adam)")
+    labels = {n: owner[n].optimizer for n in names}
+    momentum_at = momentum_fn(spec.momentum_schedule(config))
     parts = optax.partition(
         {
             "muon": scale_by_muon(momentum_at, config["muon_backend_steps"], _ns_dtype()),
@@ -114,12 +126,13 @@ def _build(names: list[str], is_muon, lr_of, momentum_at, config: dict, clip: fl
         labels,
     )
     tx = optax.chain(optax.clip_by_global_norm(clip), parts) if clip > 0 else parts
-    return Recipe(tx, {n: float(lr_of(n, labels[n])) for n in names}, labels)
+    return Recipe(tx, {n: float(config[owner[n].lr_key]) for n in names}, labels)
 
 
-def llama_momentum(config: dict) -> Callable[[jax.Array], jax.Array]:
-    """Muon momentum at a step (counted from 0): linear from the warm-up start to ``muon_momentum``."""
-    start, end, warm = config["muon_momentum_warmup_start"], config["muon_momentum"], config["muon_momentum_warmup_steps"]
+def momentum_fn(schedule: MomentumSchedule) -> Callable[[jax.Array], jax.Array]:
+    """The spec's Muon momentum at a (traced) step counted from 0: linear from ``start`` to ``end`` over
+    ``warmup_steps`` (fp32 arithmetic), then ``end``; a plain python float when there is no warm-up."""
+    start, end, warm = schedule.start, schedule.end, schedule.warmup_steps
 
     def momentum_at(step):
         frac = jnp.minimum(jnp.asarray(step, jnp.float32) / warm, 1.0) if warm > 0 else 1.0
@@ -128,22 +141,22 @@ def llama_momentum(config: dict) -> Callable[[jax.Array], jax.Array]:
     return momentum_at
 
 
-def llama_recipe(names: list[str], config: dict) -> Recipe:
-    def lr_of(name, label):
-        if label == "muon":
-            return config["matrix_lr"]
-        return config["tied_embed_lr"] if name == "tok_emb.weight" else config["scalar_lr"]
+def llama_momentum(config: dict) -> Callable[[jax.Array], jax.Array]:
+    """llama's Muon momentum at a step (counted from 0): linear from the warm-up start to ``muon_momentum``."""
+    return momentum_fn(get_spec("llama").momentum_schedule(config))
 
-    return _build(names, jllama.is_muon_param, lr_of, llama_momentum(config), config, clip=0.0)
+
+def llama_recipe(names: list[str], config: dict) -> Recipe:
+    """The llama groups of harness/models.py (tied embedding, block matrices, control tensors); no clip."""
+    return _build("llama", names, config, clip=0.0)
 
 
 def megalodon_recipe(names: list[str], config: dict) -> Recipe:
+    """The megalodon groups of harness/models.py, after the global-norm clip ``grad_clip``; no weight decay."""
     if config["weight_decay"]:
         # docs/models.md's recipe has no weight decay (and the torch backend refuses it too)
         raise GolfError("megalodon: weight_decay is not part of the recipe in docs/models.md; leave it at 0")
-    momentum = float(config["muon_momentum"])
-    lr_of = lambda name, label: config["matrix_lr"] if label == "muon" else config["adam_lr"]  # noqa: E731
-    return _build(names, jmega.is_muon_param, lr_of, lambda step: momentum, config, clip=float(config["grad_clip"]))
+    return _build("megalodon", names, config, clip=float(config["grad_clip"]))
 
 
 RECIPES = {"llama": llama_recipe, "megalodon": megalodon_recipe}

@@ -256,14 +256,6 @@ class Megalodon(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
-# Muon takes the 2-D block matrices; everything else (embed, lm_head, CEMA, norms, biases, qk affine) is Adam's.
-MUON_SUFFIXES = ("wz.weight", "wv.weight", "wr.weight", "wh1.weight", "wh2.weight", "ffn.w1.weight", "ffn.w2.weight", "ffn.w3.weight")
-
-
-def is_muon_param(name: str) -> bool:
-    return name.startswith("layers.") and name.endswith(MUON_SUFFIXES)
-
-
 def build_megalodon(config: dict, weights: dict | None = None) -> Megalodon:
     """A Megalodon module holding `weights` (canonical name -> array), fp32, on the CPU."""
     model = Megalodon(config)
