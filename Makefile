@@ -29,6 +29,8 @@ demo: setup data
 	$(BIN)/golf leaderboard --runs runs --format md
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests -m "not slow"
 	$(BIN)/python -m pytest tests -m slow
 

@@ -49,8 +49,12 @@ def train_throughput(backend_name: str, model: str, dataset: Dataset, steps: int
     for _ in range(steps):
         state, m = backend.train_step(state, stream.next(), 1.0)
     seconds = time.perf_counter() - t0
-    return {"tokens_per_s": steps * seqs * cfg["seq_len"] / seconds, "step_seconds": seconds / steps,
-            "batch": [seqs, cfg["seq_len"]], "final_loss": m["loss"]}  # fmt: skip
+    return {
+        "tokens_per_s": steps * seqs * cfg["seq_len"] / seconds,
+        "step_seconds": seconds / steps,
+        "batch": [seqs, cfg["seq_len"]],
+        "final_loss": m["loss"],
+    }
 
 
 def eval_overhead(dataset: Dataset, n_tokens: int) -> dict:
@@ -71,8 +75,14 @@ def eval_overhead(dataset: Dataset, n_tokens: int) -> dict:
     for i in range(0, len(windows), batch):
         scorer(windows[i : i + batch])
     bare = time.perf_counter() - t0
-    return {"eval_overhead_ratio": full / bare, "evaluator_seconds": full, "scorer_seconds": bare,
-            "windows": int(len(windows)), "val_tokens": int(len(tokens)), "val_bpb_untrained": res.val_bpb}  # fmt: skip
+    return {
+        "eval_overhead_ratio": full / bare,
+        "evaluator_seconds": full,
+        "scorer_seconds": bare,
+        "windows": int(len(windows)),
+        "val_tokens": int(len(tokens)),
+        "val_bpb_untrained": res.val_bpb,
+    }
 
 
 def loader_speed(dataset: Dataset) -> float:
@@ -90,8 +100,10 @@ def artifact_codec() -> dict:
     # A trained model's weights are not small kaiming draws: use unit-scale rows so every int8 level is used,
     # which is what the compressor sees after training (and the harder case for it).
     rng = np.random.default_rng(0)
-    weights = {k: (rng.standard_normal(v.shape) * (0.05 if v.ndim == 2 else 1.0)).astype(np.float32)
-               for k, v in init_weights(spec, cfg, 0).items()}  # fmt: skip
+    weights = {
+        k: (rng.standard_normal(v.shape) * (0.05 if v.ndim == 2 else 1.0)).astype(np.float32)
+        for k, v in init_weights(spec, cfg, 0).items()
+    }
     t0 = time.perf_counter()
     blob = art.pack(weights, spec.is_control, {"model": "llama", "preset": "baseline"})
     seconds = time.perf_counter() - t0
@@ -99,8 +111,14 @@ def artifact_codec() -> dict:
     raw = art._safetensors_bytes(stored, {"tensors": "{}"})
     zlib9 = len(zlib.compress(raw, 9))
     untrained = art.pack(init_weights(spec, cfg, 0), spec.is_control, {})
-    return {"artifact_seconds": seconds, "artifact_bytes": len(blob), "container_bytes": len(raw), "zlib9_bytes": zlib9,
-            "zstd_vs_zlib9_ratio": len(blob) / zlib9, "untrained_artifact_bytes": len(untrained)}  # fmt: skip
+    return {
+        "artifact_seconds": seconds,
+        "artifact_bytes": len(blob),
+        "container_bytes": len(raw),
+        "zlib9_bytes": zlib9,
+        "zstd_vs_zlib9_ratio": len(blob) / zlib9,
+        "untrained_artifact_bytes": len(untrained),
+    }
 
 
 def main() -> None:
@@ -112,8 +130,14 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=40_000)
     args = ap.parse_args()
     dataset = Dataset.open(Path(args.data))
-    out: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions(),
-                 "machine": hardware({"kind": "cpu", "count": 1}), "goals": GOALS, "train_tokens_per_s": {}, "train": {}}  # fmt: skip
+    out: dict = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "machine": hardware({"kind": "cpu", "count": 1}),
+        "goals": GOALS,
+        "train_tokens_per_s": {},
+        "train": {},
+    }
     for backend in ("torch", "jax"):
         try:
             models = get_backend(backend).models()
@@ -141,11 +165,21 @@ def main() -> None:
     out.update(artifact_codec())
     out["meets_goals"] = {
         k: (lo is None or out.get(k, float("nan")) >= lo) and (hi is None or out.get(k, float("nan")) <= hi)
-        for k, (lo, hi) in GOALS.items() if k in out
-    }  # fmt: skip
+        for k, (lo, hi) in GOALS.items()
+        if k in out
+    }
     atomic_write_json(Path(args.out), out)
-    for k in ("train_tokens_per_s", "framework_ratio_llama", "framework_ratio_megalodon", "eval_overhead_ratio",
-              "loader_tokens_per_s", "artifact_seconds", "artifact_bytes", "zstd_vs_zlib9_ratio", "meets_goals"):  # fmt: skip
+    for k in (
+        "train_tokens_per_s",
+        "framework_ratio_llama",
+        "framework_ratio_megalodon",
+        "eval_overhead_ratio",
+        "loader_tokens_per_s",
+        "artifact_seconds",
+        "artifact_bytes",
+        "zstd_vs_zlib9_ratio",
+        "meets_goals",
+    ):
         print(f"{k}: {out.get(k)}")
 
 

@@ -59,8 +59,14 @@ def train_speed(backend_name: str, model: str, preset: str, step_tokens: int, st
         state, m = backend.train_step(state, b, 1.0)  # returns a float loss: the device is synchronised
     step = (time.perf_counter() - t0) / steps
     flops = spec.flops_per_token(cfg)["total"] * rows * seq
-    return {"params": spec.param_count(cfg), "step_tokens": rows * seq, "step_ms": step * 1000,
-            "tokens_per_s": rows * seq / step, "mfu": flops / step / H100_BF16_PEAK, "loss": m["loss"]}  # fmt: skip
+    return {
+        "params": spec.param_count(cfg),
+        "step_tokens": rows * seq,
+        "step_ms": step * 1000,
+        "tokens_per_s": rows * seq / step,
+        "mfu": flops / step / H100_BF16_PEAK,
+        "loss": m["loss"],
+    }
 
 
 def eval_speed(backend_name: str, val_tokens: int, preset: str = "baseline", gpus: int = 8) -> dict:
@@ -76,19 +82,27 @@ def eval_speed(backend_name: str, val_tokens: int, preset: str = "baseline", gpu
     stride = int(track["eval_stride"])
     scorer = get_backend(backend_name).scorer("llama", cfg, init_weights(spec, cfg, 0), precision=precision)
     tokens = _batches(cfg["vocab_size"], 1, val_tokens, 1)[0][0]
-    ones = ByteAccounting(np.ones(cfg["vocab_size"], np.int64), np.zeros(cfg["vocab_size"], bool),
-                          np.zeros(cfg["vocab_size"], bool))  # fmt: skip
+    ones = ByteAccounting(
+        np.ones(cfg["vocab_size"], np.int64), np.zeros(cfg["vocab_size"], bool), np.zeros(cfg["vocab_size"], bool)
+    )
     ctx = cfg["seq_len"]
     evaluate(scorer, tokens[: 4 * ctx], ones, context=ctx, stride=stride)  # compile / autotune, untimed
     res = evaluate(scorer, tokens, ones, context=ctx, stride=stride)
     windows = len(window_plan(val_tokens, ctx, stride)[0])
     fineweb_windows = len(window_plan(FINEWEB_VAL_TOKENS, ctx, stride)[0])
     per_window = res.eval_seconds / windows
-    return {"precision": precision, "stride": stride, "val_tokens_measured": val_tokens, "windows": windows,
-            "seconds": res.eval_seconds, "windows_per_s": windows / res.eval_seconds,
-            "fineweb_val_windows": fineweb_windows, "projected_gpus": gpus,
-            "fineweb_val_seconds_1_device": per_window * fineweb_windows,
-            "fineweb_val_seconds_projected": per_window * fineweb_windows / gpus}  # fmt: skip
+    return {
+        "precision": precision,
+        "stride": stride,
+        "val_tokens_measured": val_tokens,
+        "windows": windows,
+        "seconds": res.eval_seconds,
+        "windows_per_s": windows / res.eval_seconds,
+        "fineweb_val_windows": fineweb_windows,
+        "projected_gpus": gpus,
+        "fineweb_val_seconds_1_device": per_window * fineweb_windows,
+        "fineweb_val_seconds_projected": per_window * fineweb_windows / gpus,
+    }
 
 
 def main() -> None:
@@ -96,14 +110,26 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--pg-step-ms", type=float, default=None, help="parameter-golf train_gpt.py step time, same GPU and batch")
+    ap.add_argument(
+        "--pg-step-ms", type=float, default=None, help="parameter-golf train_gpt.py step time, same GPU and batch"
+    )
     ap.add_argument("--eval-tokens", type=int, default=1 << 20, help="synthetic val tokens to score (timed)")
-    ap.add_argument("--smoke", action="store_true", help="tiny presets and batches: check the script end to end on a CPU")
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny presets and batches: check the script end to end on a CPU"
+    )
     args = ap.parse_args()
     devices = get_backend("torch").devices()
-    out = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions(), "machine": hardware(devices)}
-    jobs = [("torch", "llama", "baseline", 524_288), ("jax", "llama", "baseline", 131_072),
-            ("torch", "megalodon", "golf16", 131_072), ("jax", "megalodon", "golf16", 131_072)]  # fmt: skip
+    out = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "machine": hardware(devices),
+    }
+    jobs = [
+        ("torch", "llama", "baseline", 524_288),
+        ("jax", "llama", "baseline", 131_072),
+        ("torch", "megalodon", "golf16", 131_072),
+        ("jax", "megalodon", "golf16", 131_072),
+    ]
     if args.smoke:
         jobs = [(b, m, "tiny", 1024) for b, m, _, _ in jobs]
         out["smoke"] = True
@@ -117,15 +143,19 @@ def main() -> None:
     for backend in ("torch", "jax"):
         print(f"[gpu bench] evaluator, llama@{backend}", flush=True)
         try:
-            out[f"eval_llama_baseline_{backend}"] = eval_speed(backend, args.eval_tokens, "tiny" if args.smoke else "baseline")
+            out[f"eval_llama_baseline_{backend}"] = eval_speed(
+                backend, args.eval_tokens, "tiny" if args.smoke else "baseline"
+            )
         except Exception as exc:  # noqa: BLE001
             out[f"eval_llama_baseline_{backend}"] = {"error": f"{exc.__class__.__name__}: {exc}"}
     base, mj = out.get("llama/baseline@torch", {}), out.get("megalodon/golf16@jax", {})
     out["goals"] = {
         "mfu_llama_baseline_torch>=0.35": base.get("mfu", 0) >= 0.35,
-        "megalodon_jax>=0.8*llama_torch_tokens_per_s": mj.get("tokens_per_s", 0) >= 0.8 * base.get("tokens_per_s", float("inf")),
-        "fineweb_val_eval_8_gpus<=90s": out["eval_llama_baseline_torch"].get("fineweb_val_seconds_projected", 1e9) <= 90,
-    }  # fmt: skip
+        "megalodon_jax>=0.8*llama_torch_tokens_per_s": mj.get("tokens_per_s", 0)
+        >= 0.8 * base.get("tokens_per_s", float("inf")),
+        "fineweb_val_eval_8_gpus<=90s": out["eval_llama_baseline_torch"].get("fineweb_val_seconds_projected", 1e9)
+        <= 90,
+    }
     if args.pg_step_ms:
         out["parameter_golf_step_ms"] = args.pg_step_ms
         out["goals"]["step_ms<=parameter_golf"] = base.get("step_ms", 1e9) <= args.pg_step_ms

@@ -13,7 +13,6 @@ get per-tensor int8 with an fp32 scale.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -204,7 +203,9 @@ def _parse_safetensors(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, st
     covered = 0
     for start, end, name in sorted(ranges):
         if start != covered:
-            what = "overlaps the tensor before it" if start < covered else f"leaves bytes [{covered}, {start}) uncovered"
+            what = (
+                "overlaps the tensor before it" if start < covered else f"leaves bytes [{covered}, {start}) uncovered"
+            )
             raise CorruptArtifact(f"tensor '{name}' at [{start}, {end}) {what}")
         covered = end
     if covered != len(data):
@@ -242,7 +243,9 @@ def _decompress(blob: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     if not dobj.eof:
         raise GolfError("artifact is truncated or corrupt (its zstd frame ends early); re-create or re-download it")
     if dobj.unused_data or pos < len(blob):
-        raise GolfError("artifact is truncated or corrupt (bytes after the end of its zstd frame); re-create or re-download it")
+        raise GolfError(
+            "artifact is truncated or corrupt (bytes after the end of its zstd frame); re-create or re-download it"
+        )
     if out.tell() == 0:
         raise GolfError("artifact is truncated or corrupt (zstd frame decoded to nothing); re-create or re-download it")
     return out.getvalue()
@@ -305,7 +308,13 @@ def entries(blob: bytes) -> list[TensorEntry]:
 
 def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES) -> dict:
     total = model_bytes + code
-    return {"model_bytes": model_bytes, "code_bytes": code, "total_bytes": total, "cap_bytes": cap, "under_cap": total <= cap}
+    return {
+        "model_bytes": model_bytes,
+        "code_bytes": code,
+        "total_bytes": total,
+        "cap_bytes": cap,
+        "under_cap": total <= cap,
+    }
 
 
 @contextmanager

@@ -16,8 +16,12 @@ from rich.table import Table
 
 from harness.errors import GolfError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="golfbench: parameter golf on any framework. Start with `golf data build shakespeare`.")  # fmt: skip
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="golfbench: parameter golf on any framework. Start with `golf data build shakespeare`.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Build, fetch and verify datasets.")
 artifact_app = typer.Typer(no_args_is_help=True, help="Look inside artifacts.")
 app.add_typer(data_app, name="data")
@@ -38,7 +42,11 @@ def _fail(kind: str, message: str, exit_code: int) -> None:
         return
     if env_rank() > 0:  # started by hand under torchrun: say which process
         message = f"(rank {env_rank()}) {message}"
-    err.print(f"[bold red]{kind}:[/] {escape(message)}" if message else f"[bold red]{kind}[/]", highlight=False, soft_wrap=True)
+    err.print(
+        f"[bold red]{kind}:[/] {escape(message)}" if message else f"[bold red]{kind}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def handled(fn):
@@ -101,11 +109,15 @@ def _parse_sets(sets: list[str] | None) -> dict:
 def data_build(
     name: str = typer.Argument(..., help="dataset to build: shakespeare"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/shakespeare_sp1024)"),
-    allow_lossy: bool = typer.Option(False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"),
+    allow_lossy: bool = typer.Option(
+        False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"
+    ),
 ):
     """Build an embedded dataset. Example: golf data build shakespeare --out data/shakespeare_sp1024"""
     if name != "shakespeare":
-        raise GolfError(f"unknown dataset '{name}' to build: only 'shakespeare' is embedded; FineWeb uses `golf data fetch fineweb`")
+        raise GolfError(
+            f"unknown dataset '{name}' to build: only 'shakespeare' is embedded; FineWeb uses `golf data fetch fineweb`"
+        )
     from harness.data import shakespeare
 
     path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"), allow_lossy=allow_lossy)
@@ -118,10 +130,14 @@ def data_fetch(
     name: str = typer.Argument(..., help="dataset to fetch: fineweb"),
     variant: str = typer.Option("sp1024", help="tokenizer variant of the parameter-golf export"),
     train_shards: int = typer.Option(1, "--train-shards", help="number of 100M-token train shards"),
-    source: Optional[Path] = typer.Option(None, help="copy from a local folder with the export's layout instead of downloading"),
+    source: Optional[Path] = typer.Option(
+        None, help="copy from a local folder with the export's layout instead of downloading"
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/fineweb_<variant>)"),
     repo_id: str = typer.Option("willdepueoai/parameter-golf", help="Hugging Face dataset repo"),
-    allow_lossy: bool = typer.Option(False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"),
+    allow_lossy: bool = typer.Option(
+        False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"
+    ),
 ):
     """Fetch the parameter-golf FineWeb export. Example: golf data fetch fineweb --variant sp1024 --train-shards 2"""
     if name != "fineweb":
@@ -130,8 +146,14 @@ def data_fetch(
         raise GolfError("--train-shards must be >= 0")
     from harness.data import fineweb
 
-    path = fineweb.fetch(out_dir or Path(f"data/fineweb_{variant}"), variant=variant, train_shards=train_shards,
-                         source=source, repo_id=repo_id, allow_lossy=allow_lossy)  # fmt: skip
+    path = fineweb.fetch(
+        out_dir or Path(f"data/fineweb_{variant}"),
+        variant=variant,
+        train_shards=train_shards,
+        source=source,
+        repo_id=repo_id,
+        allow_lossy=allow_lossy,
+    )
     out.print(f"fetched {path}")
 
 
@@ -140,7 +162,9 @@ def data_fetch(
 def data_verify(
     path: Path = typer.Argument(..., help="dataset folder"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    allow_lossy: bool = typer.Option(False, "--allow-lossy", help="accept a dataset marked lossy (it stays unofficial)"),
+    allow_lossy: bool = typer.Option(
+        False, "--allow-lossy", help="accept a dataset marked lossy (it stays unofficial)"
+    ),
 ):
     """Check a dataset: shard headers, sizes, hashes, token ids, tokenizer, splits, val bytes per document, losslessness. Example: golf data verify data/shakespeare_sp1024 --json"""
     from harness.data.dataset import verify
@@ -152,8 +176,21 @@ def data_verify(
         table = Table(title=f"dataset {report.get('name')}")
         table.add_column("field")
         table.add_column("value", justify="right")
-        for key in ("ok", "id", "lossy", "vocab_size", "train_shards", "train_tokens", "val_shards", "val_tokens", "val_bytes"):
-            table.add_row(key, f"{report.get(key):,}" if isinstance(report.get(key), int) and key != "ok" else str(report.get(key)))
+        for key in (
+            "ok",
+            "id",
+            "lossy",
+            "vocab_size",
+            "train_shards",
+            "train_tokens",
+            "val_shards",
+            "val_tokens",
+            "val_bytes",
+        ):
+            table.add_row(
+                key,
+                f"{report.get(key):,}" if isinstance(report.get(key), int) and key != "ok" else str(report.get(key)),
+            )
         out.print(table)
         for problem in report.get("problems", []):
             err.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -173,14 +210,25 @@ def tracks_cmd(as_json: bool = typer.Option(False, "--json")):
 
     tracks = list_tracks()
     if as_json:
-        _print_json([{"name": t.name, "version": t.version, "budget_kind": t.budget_kind, "scales": t.scales,
-                      "description": t.description, "sha256": t.sha256} for t in tracks])  # fmt: skip
+        _print_json(
+            [
+                {
+                    "name": t.name,
+                    "version": t.version,
+                    "budget_kind": t.budget_kind,
+                    "scales": t.scales,
+                    "description": t.description,
+                    "sha256": t.sha256,
+                }
+                for t in tracks
+            ]
+        )
         return
     table = Table(title="tracks")
     for col in ("track", "budget", "official", "dev", "rules"):
         table.add_column(col)
     for t in tracks:
-        fmt = lambda s: f"{t.scales[s]['budget']:g} on {t.scales[s]['dataset']}" if s in t.scales else "-"  # noqa: E731
+        fmt = lambda s, t=t: f"{t.scales[s]['budget']:g} on {t.scales[s]['dataset']}" if s in t.scales else "-"  # noqa: E731
         table.add_row(t.name, t.budget_kind, fmt("official"), fmt("dev"), t.description)
     out.print(table)
 
@@ -196,9 +244,17 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every p
         for spec in SPECS.values():
             for preset in spec.presets:
                 cfg = spec.config(preset)
-                rows.append({"model": spec.name, "preset": preset, "params": spec.param_count(cfg),
-                             "train_flops_per_token": spec.flops_per_token(cfg)["total"], "seq_len": cfg["seq_len"],
-                             "config": spec.model_part(cfg), "recipe": {k: cfg[k] for k in spec.recipe_keys}})  # fmt: skip
+                rows.append(
+                    {
+                        "model": spec.name,
+                        "preset": preset,
+                        "params": spec.param_count(cfg),
+                        "train_flops_per_token": spec.flops_per_token(cfg)["total"],
+                        "seq_len": cfg["seq_len"],
+                        "config": spec.model_part(cfg),
+                        "recipe": {k: cfg[k] for k in spec.recipe_keys},
+                    }
+                )
         _print_json(rows)
         return
     table = Table(title="models")
@@ -207,8 +263,13 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every p
     for spec in SPECS.values():
         for preset in spec.presets:
             cfg = spec.config(preset)
-            table.add_row(spec.name, preset, f"{spec.param_count(cfg):,}", f"{spec.flops_per_token(cfg)['total']:.3g}",
-                          str(cfg["seq_len"]))  # fmt: skip
+            table.add_row(
+                spec.name,
+                preset,
+                f"{spec.param_count(cfg):,}",
+                f"{spec.flops_per_token(cfg)['total']:.3g}",
+                str(cfg["seq_len"]),
+            )
     out.print(table)
 
 
@@ -223,23 +284,38 @@ def run_cmd(
     scale: str = typer.Option("dev", help="official | dev"),
     backend: str = typer.Option("torch", help="torch | jax"),
     model: str = typer.Option("llama", help="llama | megalodon"),
-    preset: Optional[str] = typer.Option(None, help="model preset (default: tiny at dev scale, the golf preset at official)"),
+    preset: Optional[str] = typer.Option(
+        None, help="model preset (default: tiny at dev scale, the golf preset at official)"
+    ),
     seed: int = typer.Option(0),
     data: Optional[Path] = typer.Option(None, help="dataset folder (default data/<track's dataset>)"),
-    budget: Optional[str] = typer.Option(None, help="override the track budget (seconds, tokens or FLOPs); marks the run unofficial"),
+    budget: Optional[str] = typer.Option(
+        None, help="override the track budget (seconds, tokens or FLOPs); marks the run unofficial"
+    ),
     out_dir: Path = typer.Option(Path("runs"), "--out", help="runs folder"),
     run_id: Optional[str] = typer.Option(None, "--run-id"),
     eval_stride: Optional[int] = typer.Option(None, help="override the eval stride (unofficial)"),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value (unofficial)"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run directory from its checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run directory"),
-    prequant: Optional[bool] = typer.Option(None, "--prequant/--no-prequant",
-                                            help="also score the weights before quantization (default: the track's eval_prequant)"),
-    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="processes on this machine (torch: torchrun + DDP; jax: jax.distributed)"),
+    prequant: Optional[bool] = typer.Option(
+        None,
+        "--prequant/--no-prequant",
+        help="also score the weights before quantization (default: the track's eval_prequant)",
+    ),
+    nproc_per_node: int = typer.Option(
+        1, "--nproc-per-node", help="processes on this machine (torch: torchrun + DDP; jax: jax.distributed)"
+    ),
     nnodes: int = typer.Option(1, "--nnodes", help="machines in the run (run the same command on each)"),
-    node_rank: int = typer.Option(0, "--node-rank", help="this machine's index, 0..nnodes-1 (jax; torch numbers nodes at the rendezvous)"),
-    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT on node 0 where the machines meet (--nnodes > 1)"),
-    checkpoint_every: int = typer.Option(0, "--checkpoint-every", hidden=True, help="checkpoint every N steps (default: by track)"),
+    node_rank: int = typer.Option(
+        0, "--node-rank", help="this machine's index, 0..nnodes-1 (jax; torch numbers nodes at the rendezvous)"
+    ),
+    rdzv_endpoint: Optional[str] = typer.Option(
+        None, "--rdzv-endpoint", help="HOST:PORT on node 0 where the machines meet (--nnodes > 1)"
+    ),
+    checkpoint_every: int = typer.Option(
+        0, "--checkpoint-every", hidden=True, help="checkpoint every N steps (default: by track)"
+    ),
     log_every: int = typer.Option(10, "--log-every", hidden=True, help="log the loss every N steps"),
     as_json: bool = typer.Option(False, "--json", help="print result.json"),
 ):
@@ -255,10 +331,24 @@ def run_cmd(
     spec = None
     if resume is None:
         preset = preset or runner.default_preset(model, scale)
-        spec = runner.RunSpec(track=track, scale=scale, backend=backend, model=model, preset=preset, seed=seed,
-                              data=str(data) if data else None, budget=parse_budget(budget), out=str(out_dir),
-                              run_id=run_id, eval_stride=eval_stride, overrides=_parse_sets(sets), force=force,
-                              checkpoint_every=checkpoint_every, log_every=log_every, prequant=prequant)  # fmt: skip
+        spec = runner.RunSpec(
+            track=track,
+            scale=scale,
+            backend=backend,
+            model=model,
+            preset=preset,
+            seed=seed,
+            data=str(data) if data else None,
+            budget=parse_budget(budget),
+            out=str(out_dir),
+            run_id=run_id,
+            eval_stride=eval_stride,
+            overrides=_parse_sets(sets),
+            force=force,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            prequant=prequant,
+        )
     if layout.world_size > 1 or layout.rdzv_endpoint:  # checked here for every process, then started
         result = launch(spec or runner.resume_spec(resume), layout, resume_dir=resume)
     elif resume is not None:
@@ -274,11 +364,28 @@ def run_cmd(
 
 
 def print_result(result: dict) -> None:
-    table = Table(title=f"{result.get('model')}/{result.get('preset')}@{result.get('backend')} — {result.get('track')} ({result.get('scale')})")
+    table = Table(
+        title=f"{result.get('model')}/{result.get('preset')}@{result.get('backend')} — {result.get('track')} ({result.get('scale')})"
+    )
     table.add_column("field")
     table.add_column("value", justify="right")
-    for key in ("status", "reason", "val_bpb", "pre_quant_val_bpb", "val_loss", "train_tokens", "train_flops", "train_seconds",
-                "tokens_per_second", "steps", "artifact_bytes", "eval_seconds", "eval_stride", "eval_precision", "unofficial"):  # fmt: skip
+    for key in (
+        "status",
+        "reason",
+        "val_bpb",
+        "pre_quant_val_bpb",
+        "val_loss",
+        "train_tokens",
+        "train_flops",
+        "train_seconds",
+        "tokens_per_second",
+        "steps",
+        "artifact_bytes",
+        "eval_seconds",
+        "eval_stride",
+        "eval_precision",
+        "unofficial",
+    ):
         value = result.get(key)
         if value is None and key == "reason":
             continue
@@ -297,9 +404,14 @@ def eval_cmd(
     data: Path = typer.Option(..., help="dataset folder"),
     backend: Optional[str] = typer.Option(None, help="torch | jax (default: the backend that trained it)"),
     stride: int = typer.Option(64, help="sliding-window stride"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16: how the scorer computes (a track's eval_precision; official tracks: bf16)"),
-    nproc_per_node: int = typer.Option(1, "--nproc-per-node",
-                                       help="torch: score in N torchrun processes (gloo on CPU, NCCL on GPUs), windows split between them; jax uses every visible device of one process"),
+    precision: str = typer.Option(
+        "fp32", help="fp32 | bf16: how the scorer computes (a track's eval_precision; official tracks: bf16)"
+    ),
+    nproc_per_node: int = typer.Option(
+        1,
+        "--nproc-per-node",
+        help="torch: score in N torchrun processes (gloo on CPU, NCCL on GPUs), windows split between them; jax uses every visible device of one process",
+    ),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="also write the report to this JSON file"),
     as_json: bool = typer.Option(False, "--json"),
 ):
@@ -322,20 +434,41 @@ def eval_cmd(
     name = backend or loaded.backend or "torch"
     if nproc_per_node > 1:
         if name != "torch":
-            raise GolfError(f"--nproc-per-node is for the torch backend; the {name} scorer already shards the windows"
-                            " over every visible device of one process: drop --nproc-per-node")  # fmt: skip
-        child = ["eval", str(artifact), "--data", str(data), "--backend", name, "--stride", str(stride),
-                 "--precision", precision]  # fmt: skip
+            raise GolfError(
+                f"--nproc-per-node is for the torch backend; the {name} scorer already shards the windows"
+                " over every visible device of one process: drop --nproc-per-node"
+            )
+        child = [
+            "eval",
+            str(artifact),
+            "--data",
+            str(data),
+            "--backend",
+            name,
+            "--stride",
+            str(stride),
+            "--precision",
+            precision,
+        ]
         report = _eval_in_processes(nproc_per_node, child)
     else:
         coll = get_backend(name).collective()  # SINGLE unless this process is one of a torchrun group
-        res = score_weights(name, loaded.model, loaded.config, loaded.weights, dataset, stride, collective=coll,
-                            precision=precision)  # fmt: skip
+        res = score_weights(
+            name, loaded.model, loaded.config, loaded.weights, dataset, stride, collective=coll, precision=precision
+        )
         if coll.rank != 0:  # every process holds the same result; process 0 reports it
             return
-        report = {"artifact": str(artifact), "backend": name, "model": loaded.model, "preset": loaded.preset,
-                  "trained_with": loaded.backend, "model_bytes": len(blob), "eval_precision": precision,
-                  "world_size": coll.world_size, **res.to_dict()}  # fmt: skip
+        report = {
+            "artifact": str(artifact),
+            "backend": name,
+            "model": loaded.model,
+            "preset": loaded.preset,
+            "trained_with": loaded.backend,
+            "model_bytes": len(blob),
+            "eval_precision": precision,
+            "world_size": coll.world_size,
+            **res.to_dict(),
+        }
     if json_out is not None:
         atomic_write_json(json_out, report)
     if as_json:
@@ -357,13 +490,16 @@ def _eval_in_processes(nproc: int, child_args: list[str]) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="golf-eval-"))
     try:
         report = folder / "report.json"
-        code, failures = run_torchrun(layout, [*child_args, "--json-out", str(report)], child_env(layout, folder),
-                                      "golf-eval", folder)  # fmt: skip
+        code, failures = run_torchrun(
+            layout, [*child_args, "--json-out", str(report)], child_env(layout, folder), "golf-eval", folder
+        )
         failure = first_failure(folder, failures, report.exists())
         if failure is not None:
             raise failure
         if not report.exists():
-            raise GolfError(f"the {nproc} eval processes exited (code {code}) without a result; rerun with GOLF_DEBUG=1")
+            raise GolfError(
+                f"the {nproc} eval processes exited (code {code}) without a result; rerun with GOLF_DEBUG=1"
+            )
         return json.loads(report.read_text(encoding="utf-8"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -396,12 +532,18 @@ def artifact_inspect(
     files = code or get_backend(str(loaded_meta.get("backend") or "torch")).code_files(str(loaded_meta.get("model")))
     size = art.size_report(len(blob), art.code_bytes(files))
     raw = sum(e.stored_bytes for e in rows)
-    out.print(f"stored (uncompressed) {raw:,} B → compressed model {size['model_bytes']:,} B + code {size['code_bytes']:,} B"
-              f" = [bold]{size['total_bytes']:,} B[/] of {size['cap_bytes']:,} B cap "
-              + ("[green]under the cap[/]" if size["under_cap"] else "[red]OVER THE CAP[/]"))  # fmt: skip
+    out.print(
+        f"stored (uncompressed) {raw:,} B → compressed model {size['model_bytes']:,} B + code {size['code_bytes']:,} B"
+        f" = [bold]{size['total_bytes']:,} B[/] of {size['cap_bytes']:,} B cap "
+        + ("[green]under the cap[/]" if size["under_cap"] else "[red]OVER THE CAP[/]")
+    )
     if not size["under_cap"]:
-        err.print(f"[bold red]error:[/] {escape(str(artifact))} totals {size['total_bytes']:,} bytes (model + code), over the"
-                  f" {size['cap_bytes']:,}-byte cap; shrink the model or the code", highlight=False, soft_wrap=True)  # fmt: skip
+        err.print(
+            f"[bold red]error:[/] {escape(str(artifact))} totals {size['total_bytes']:,} bytes (model + code), over the"
+            f" {size['cap_bytes']:,}-byte cap; shrink the model or the code",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -420,8 +562,17 @@ def artifact_unpack(
     blob = art.read_artifact(artifact)
     with art.naming(artifact):
         weights, meta = art.unpack(blob)
-    atomic_write_bytes(out_path, save(weights, metadata={"model": str(meta.get("model")), "preset": str(meta.get("preset")),
-                                                         "config": json.dumps(meta.get("config", {}))}))  # fmt: skip
+    atomic_write_bytes(
+        out_path,
+        save(
+            weights,
+            metadata={
+                "model": str(meta.get("model")),
+                "preset": str(meta.get("preset")),
+                "config": json.dumps(meta.get("config", {})),
+            },
+        ),
+    )
     out.print(f"wrote {len(weights)} fp32 tensors to {out_path}")
 
 
@@ -438,9 +589,13 @@ def compare_cmd(
     seeds: int = typer.Option(3, help="seeds 0..N-1 per target"),
     data: Optional[Path] = typer.Option(None, help="dataset folder (default data/<track's dataset>)"),
     budget: Optional[str] = typer.Option(None, help="override the track budget (unofficial)"),
-    eval_stride: Optional[int] = typer.Option(None, "--eval-stride", help="override the eval stride for every run (unofficial)"),
+    eval_stride: Optional[int] = typer.Option(
+        None, "--eval-stride", help="override the eval stride for every run (unofficial)"
+    ),
     out_dir: Path = typer.Option(Path("runs"), "--out", help="runs folder; finished runs there are reused"),
-    report: Optional[Path] = typer.Option(None, help="where compare.json/compare.png go (default <out>/<track>/<scale>)"),
+    report: Optional[Path] = typer.Option(
+        None, help="where compare.json/compare.png go (default <out>/<track>/<scale>)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Same data, batches, evaluator and budget for each target. Example: golf compare megalodon@jax llama@torch --seeds 2"""
@@ -452,31 +607,73 @@ def compare_cmd(
     if len(set(parsed)) != len(parsed):
         raise GolfError("the same target is listed twice; list each model@backend once")
     # markup=False: "[compare]" is the log's prefix, not a rich style tag
-    results = compare.run_all(parsed, seeds, track, scale, data, budget, out_dir, eval_stride=eval_stride,
-                              log=lambda m: err.print(m, highlight=False, markup=False))  # fmt: skip
+    results = compare.run_all(
+        parsed,
+        seeds,
+        track,
+        scale,
+        data,
+        budget,
+        out_dir,
+        eval_stride=eval_stride,
+        log=lambda m: err.print(m, highlight=False, markup=False),
+    )
     summary = compare.summarize(results)
     report_dir = report or (out_dir / track / scale)
-    compare.write_report(summary, results, report_dir, {"track": track, "scale": scale, "seeds": seeds, "budget": budget,
-                                                        "eval_stride": eval_stride,
-                                                        "targets": [t.label for t in parsed]})  # fmt: skip
+    compare.write_report(
+        summary,
+        results,
+        report_dir,
+        {
+            "track": track,
+            "scale": scale,
+            "seeds": seeds,
+            "budget": budget,
+            "eval_stride": eval_stride,
+            "targets": [t.label for t in parsed],
+        },
+    )
     if as_json:
         _print_json(summary)
         return
     table = Table(title=f"golf compare — {track} ({scale}), {seeds} seed(s)")
-    for col in ("model", "val_bpb (mean ± std)", "train s", "tokens/s", "model FLOPs", "artifact bytes", "p (best better)"):
+    for col in (
+        "model",
+        "val_bpb (mean ± std)",
+        "train s",
+        "tokens/s",
+        "model FLOPs",
+        "artifact bytes",
+        "p (best better)",
+    ):
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
-    for r in sorted(summary["rows"], key=lambda r: (r["mean_val_bpb"] if r["n_ok"] else float("inf"))):
+    for r in sorted(summary["rows"], key=lambda r: r["mean_val_bpb"] if r["n_ok"] else float("inf")):
         bpb = f"{r['mean_val_bpb']:.4f} ± {r['std_val_bpb']:.4f}" if r["n_ok"] else "/".join(r["statuses"])
-        p = "best" if r["label"] == summary["best"] else ("–" if r["p_best_better"] is None else f"{r['p_best_better']:.3g}")
-        table.add_row(r["label"], bpb, f"{r['train_seconds']:.1f}", f"{r['tokens_per_second']:,.0f}", f"{r['train_flops']:.3g}",
-                      f"{r['artifact_bytes']:,}" if r["artifact_bytes"] else "–", p)  # fmt: skip
+        p = (
+            "best"
+            if r["label"] == summary["best"]
+            else ("–" if r["p_best_better"] is None else f"{r['p_best_better']:.3g}")
+        )
+        table.add_row(
+            r["label"],
+            bpb,
+            f"{r['train_seconds']:.1f}",
+            f"{r['tokens_per_second']:,.0f}",
+            f"{r['train_flops']:.3g}",
+            f"{r['artifact_bytes']:,}" if r["artifact_bytes"] else "–",
+            p,
+        )
     out.print(table)
     for f in summary["framework_effect"]:
-        out.print(f"framework effect, {f['model']}: torch/jax tokens/s = {f['torch_over_jax_tokens_per_s']:.2f}×,"
-                  f" BPB jax − torch = {f['bpb_jax_minus_torch']:+.4f}")  # fmt: skip
+        out.print(
+            f"framework effect, {f['model']}: torch/jax tokens/s = {f['torch_over_jax_tokens_per_s']:.2f}×,"
+            f" BPB jax − torch = {f['bpb_jax_minus_torch']:+.4f}"
+        )
     for m in summary["model_effect"]:
         p = "–" if m["p"] is None else f"{m['p']:.3g}"
-        out.print(f"model effect, {m['backend']}: {m['better']} beats {m['worse']} by {m['bpb_difference']:.4f} BPB (p={p})")
+        out.print(
+            f"model effect, {m['backend']}: {m['better']} beats {m['worse']} by {m['bpb_difference']:.4f} BPB (p={p})"
+        )
     out.print(f"wrote {report_dir / 'compare.json'} and {report_dir / 'compare.png'}")
 
 
@@ -487,7 +684,9 @@ def leaderboard_cmd(
     track: Optional[str] = typer.Option(None, help="only this track"),
     fmt: str = typer.Option("md", "--format", help="md | json | html"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="write to a file instead of stdout"),
-    include_unofficial: bool = typer.Option(False, "--include-unofficial", help="also rank runs with overridden budgets"),
+    include_unofficial: bool = typer.Option(
+        False, "--include-unofficial", help="also rank runs with overridden budgets"
+    ),
 ):
     """Per-track boards from verified run records. Example: golf leaderboard --runs runs --format html --out board.html"""
     from harness import leaderboard
@@ -525,7 +724,9 @@ def verify_cmd(
         err.print(f"[red]FAIL[/] {escape(line)}", highlight=False, soft_wrap=True)
     if not verdict.ok:
         raise typer.Exit(1)
-    out.print(f"[green]verified[/] {run_dir}: {len(verdict.checks)} checks passed, val_bpb {verdict.recomputed_bpb:.6f} recomputed")
+    out.print(
+        f"[green]verified[/] {run_dir}: {len(verdict.checks)} checks passed, val_bpb {verdict.recomputed_bpb:.6f} recomputed"
+    )
 
 
 @app.command("export")
@@ -544,9 +745,13 @@ def export_cmd(
 
     if fmt != "parameter-golf":
         raise GolfError(f"unknown --format '{fmt}': only parameter-golf is supported")
-    sub = submission.export(run_dirs, out_dir, author, github_id, name or "golfbench run", blurb or "Exported by golfbench.")
-    out.print(f"wrote {out_dir}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']:.4f} ± {sub['val_bpb_std']:.4f},"
-              f" {sub['bytes_total']:,} bytes")  # fmt: skip
+    sub = submission.export(
+        run_dirs, out_dir, author, github_id, name or "golfbench run", blurb or "Exported by golfbench."
+    )
+    out.print(
+        f"wrote {out_dir}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']:.4f} ± {sub['val_bpb_std']:.4f},"
+        f" {sub['bytes_total']:,} bytes"
+    )
 
 
 @app.command("validate-submission")
@@ -566,8 +771,12 @@ def validate_submission_cmd(folder: Path = typer.Argument(..., help="records fol
 @app.command("rehearse")
 @handled
 def rehearse_cmd(
-    data: Path = typer.Option(Path("data/shakespeare_sp1024"), help="a built Shakespeare dataset (golf data build shakespeare)"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="keep the rehearsal's dataset, tracks and runs here (default: a temp folder, removed)"),
+    data: Path = typer.Option(
+        Path("data/shakespeare_sp1024"), help="a built Shakespeare dataset (golf data build shakespeare)"
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="keep the rehearsal's dataset, tracks and runs here (default: a temp folder, removed)"
+    ),
     backends: List[str] = typer.Option(["torch", "jax"], "--backend", help="backends to rehearse (repeatable)"),
     processes: int = typer.Option(2, help="torch: gloo processes (torchrun)"),
     devices: int = typer.Option(2, help="JAX: forced host devices"),
@@ -578,19 +787,44 @@ def rehearse_cmd(
     policy, verify). Example: golf rehearse --data data/shakespeare_sp1024"""
     from harness.rehearse import rehearse
 
-    done = rehearse(data, out_dir, tuple(backends), processes, devices, seconds,
-                    log=lambda m: err.print(m, highlight=False, markup=False))  # fmt: skip
+    done = rehearse(
+        data,
+        out_dir,
+        tuple(backends),
+        processes,
+        devices,
+        seconds,
+        log=lambda m: err.print(m, highlight=False, markup=False),
+    )
     if as_json:
-        _print_json([{"track": r.track, "backend": r.backend, "target": r.target, "seconds": r.seconds,
-                      "checks": r.checks, "failures": r.failures, "val_bpb": r.result.get("val_bpb")} for r in done])  # fmt: skip
+        _print_json(
+            [
+                {
+                    "track": r.track,
+                    "backend": r.backend,
+                    "target": r.target,
+                    "seconds": r.seconds,
+                    "checks": r.checks,
+                    "failures": r.failures,
+                    "val_bpb": r.result.get("val_bpb"),
+                }
+                for r in done
+            ]
+        )
     else:
         table = Table(title="golf rehearse — official rules on this machine")
         for col in ("track", "target", "checks", "val_bpb", "seconds", "verdict"):
             table.add_column(col)
         for r in done:
             bpb = r.result.get("val_bpb")
-            table.add_row(r.track, r.target, str(r.checks), f"{bpb:.4f}" if isinstance(bpb, float) else "–",
-                          f"{r.seconds:.0f}", "[green]ok[/]" if not r.failures else "[red]FAILED[/]")  # fmt: skip
+            table.add_row(
+                r.track,
+                r.target,
+                str(r.checks),
+                f"{bpb:.4f}" if isinstance(bpb, float) else "–",
+                f"{r.seconds:.0f}",
+                "[green]ok[/]" if not r.failures else "[red]FAILED[/]",
+            )
         out.print(table)
     failed = [r for r in done if r.failures]
     if failed:

@@ -38,7 +38,9 @@ class CodeLayout:
         Raises GolfError for a model the layout does not list.
         """
         if spec_name not in self.models:
-            raise GolfError(f"no source files are declared for model '{spec_name}' (declared: {', '.join(sorted(self.models))})")
+            raise GolfError(
+                f"no source files are declared for model '{spec_name}' (declared: {', '.join(sorted(self.models))})"
+            )
         names = list(dict.fromkeys([*self.shared, *self.models[spec_name]]))
         return [self.root / n for n in names]
 

@@ -17,8 +17,16 @@ import hashlib
 import json
 from typing import Any
 
-COHORT_FIELDS = ("track", "track_version", "scale", "dataset_content_sha256", "eval_stride", "eval_context",
-                 "eval_precision", "hardware_class")  # fmt: skip
+COHORT_FIELDS = (
+    "track",
+    "track_version",
+    "scale",
+    "dataset_content_sha256",
+    "eval_stride",
+    "eval_context",
+    "eval_precision",
+    "hardware_class",
+)
 
 
 def dataset_content_sha256(manifest: dict[str, Any]) -> str:
@@ -43,6 +51,8 @@ def cohort_key(result: dict[str, Any]) -> tuple:
 def cohort_label(result: dict[str, Any]) -> str:
     """A short human label: "fixed-data v1 · dev · data 3f2a9c1b · stride 64/ctx 256 · fp32 · cpu"."""
     content = result.get("dataset_content_sha256") or "unknown"
-    return (f"{result.get('track')} v{result.get('track_version', '?')} · {result.get('scale')} · data {content[:8]}"
-            f" · stride {result.get('eval_stride')}/ctx {result.get('eval_context')} · {result.get('eval_precision') or 'fp32'}"
-            f" · {result.get('hardware_class')}")  # fmt: skip
+    return (
+        f"{result.get('track')} v{result.get('track_version', '?')} · {result.get('scale')} · data {content[:8]}"
+        f" · stride {result.get('eval_stride')}/ctx {result.get('eval_context')} · {result.get('eval_precision') or 'fp32'}"
+        f" · {result.get('hardware_class')}"
+    )

@@ -47,10 +47,34 @@ def parse_target(text: str, scale: str) -> Target:
     return Target(model, preset, backend)
 
 
-def _run_args(t: Target, seed: int, track: str, scale: str, data: Path | None, budget: str | None, out: Path,
-              eval_stride: int | None = None) -> list[str]:  # fmt: skip
-    args = ["run", "--track", track, "--scale", scale, "--backend", t.backend, "--model", t.model, "--preset", t.preset,
-            "--seed", str(seed), "--out", str(out), "--json"]  # fmt: skip
+def _run_args(
+    t: Target,
+    seed: int,
+    track: str,
+    scale: str,
+    data: Path | None,
+    budget: str | None,
+    out: Path,
+    eval_stride: int | None = None,
+) -> list[str]:
+    args = [
+        "run",
+        "--track",
+        track,
+        "--scale",
+        scale,
+        "--backend",
+        t.backend,
+        "--model",
+        t.model,
+        "--preset",
+        t.preset,
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--json",
+    ]
     if data:
         args += ["--data", str(data)]
     if budget:
@@ -80,8 +104,17 @@ def _mismatch(found: dict, budget: float, eval_stride: int, content: str | None 
     return None
 
 
-def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Path | None, budget: str | None,
-            out: Path, log=print, eval_stride: int | None = None) -> dict[Target, list[dict]]:  # fmt: skip
+def run_all(
+    targets: list[Target],
+    seeds: int,
+    track: str,
+    scale: str,
+    data: Path | None,
+    budget: str | None,
+    out: Path,
+    log=print,
+    eval_stride: int | None = None,
+) -> dict[Target, list[dict]]:
     from harness.tracks import load_track, parse_budget
 
     budget_value = parse_budget(budget)
@@ -101,8 +134,10 @@ def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Pat
                 want_stride = min(eval_stride or int(rules["eval_stride"]), int(found.get("eval_context") or 1 << 30))
                 why = _mismatch(found, want_budget, want_stride, content)
                 if why:
-                    raise GolfError(f"{d} holds a finished run of {t.label} seed {seed} made with {why};"
-                                    " compare into another --out or remove that run")  # fmt: skip
+                    raise GolfError(
+                        f"{d} holds a finished run of {t.label} seed {seed} made with {why};"
+                        " compare into another --out or remove that run"
+                    )
             if found is None:
                 args = _run_args(t, seed, track, scale, data, budget, out, eval_stride)
                 if (d / "checkpoint").exists():
@@ -110,8 +145,9 @@ def run_all(targets: list[Target], seeds: int, track: str, scale: str, data: Pat
                 elif d.exists():
                     args.append("--force")
                 log(f"[compare] {t.label} seed {seed}: running")
-                proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE, text=True,
-                                      env={**os.environ})  # fmt: skip
+                proc = subprocess.run(
+                    [sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE, text=True, env={**os.environ}
+                )
                 found = _existing(d)
                 if found is None:
                     raise GolfError(f"run {t.label} seed {seed} produced no result (exit {proc.returncode}); see {d}")
@@ -143,8 +179,10 @@ def _one_cohort(results: dict[Target, list[dict]]) -> None:
     if len(cohorts) > 1:
         (k1, a), (k2, b) = list(cohorts.items())[:2]
         differ = [f for f, x, y in zip(COHORT_FIELDS, k1, k2) if x != y]
-        raise GolfError(f"cannot compare runs from different cohorts: {a} and {b} differ in {', '.join(differ)};"
-                        " rerun them on the same dataset and rules (a fresh --out)")  # fmt: skip
+        raise GolfError(
+            f"cannot compare runs from different cohorts: {a} and {b} differ in {', '.join(differ)};"
+            " rerun them on the same dataset and rules (a fresh --out)"
+        )
 
 
 def summarize(results: dict[Target, list[dict]]) -> dict:
@@ -153,37 +191,66 @@ def summarize(results: dict[Target, list[dict]]) -> dict:
         ok = [r for r in runs if r["status"] == "ok" and r.get("val_bpb") is not None]
         bpb = [float(r["val_bpb"]) for r in ok]
         mean, std = mean_std(bpb) if bpb else (math.nan, math.nan)
-        avg = lambda key: sum(float(r[key] or 0) for r in ok) / len(ok) if ok else math.nan  # noqa: E731
-        rows.append({
-            "label": t.label, "model": t.model, "preset": t.preset, "backend": t.backend,
-            "seeds": [r["seed"] for r in runs], "n_ok": len(ok), "statuses": [r["status"] for r in runs],
-            "val_bpb": bpb, "mean_val_bpb": mean, "std_val_bpb": std,
-            "train_seconds": avg("train_seconds"), "tokens_per_second": avg("tokens_per_second"),
-            "train_flops": avg("train_flops"), "train_tokens": avg("train_tokens"),
-            "artifact_bytes": max((int(r["artifact_bytes"]) for r in ok), default=None),
-            "param_count": ok[0].get("param_count") if ok else None,
-            "run_dirs": [r["_dir"] for r in runs],
-        })  # fmt: skip
+        avg = lambda key, ok=ok: sum(float(r[key] or 0) for r in ok) / len(ok) if ok else math.nan  # noqa: E731
+        rows.append(
+            {
+                "label": t.label,
+                "model": t.model,
+                "preset": t.preset,
+                "backend": t.backend,
+                "seeds": [r["seed"] for r in runs],
+                "n_ok": len(ok),
+                "statuses": [r["status"] for r in runs],
+                "val_bpb": bpb,
+                "mean_val_bpb": mean,
+                "std_val_bpb": std,
+                "train_seconds": avg("train_seconds"),
+                "tokens_per_second": avg("tokens_per_second"),
+                "train_flops": avg("train_flops"),
+                "train_tokens": avg("train_tokens"),
+                "artifact_bytes": max((int(r["artifact_bytes"]) for r in ok), default=None),
+                "param_count": ok[0].get("param_count") if ok else None,
+                "run_dirs": [r["_dir"] for r in runs],
+            }
+        )
     scored = [r for r in rows if r["n_ok"]]
     best = min(scored, key=lambda r: r["mean_val_bpb"]) if scored else None
     for r in rows:
-        r["p_best_better"] = None if (best is None or r is best or not r["n_ok"]) else welch_one_sided(best["val_bpb"], r["val_bpb"])
+        r["p_best_better"] = (
+            None if (best is None or r is best or not r["n_ok"]) else welch_one_sided(best["val_bpb"], r["val_bpb"])
+        )
     framework = []
     models = {(r["model"], r["preset"]) for r in scored}
     for m, p in sorted(models):
         cells = {r["backend"]: r for r in scored if (r["model"], r["preset"]) == (m, p)}
         if "torch" in cells and "jax" in cells:
-            framework.append({"model": f"{m}/{p}", "torch_over_jax_tokens_per_s":
-                              cells["torch"]["tokens_per_second"] / cells["jax"]["tokens_per_second"],
-                              "bpb_jax_minus_torch": cells["jax"]["mean_val_bpb"] - cells["torch"]["mean_val_bpb"]})  # fmt: skip
+            framework.append(
+                {
+                    "model": f"{m}/{p}",
+                    "torch_over_jax_tokens_per_s": cells["torch"]["tokens_per_second"]
+                    / cells["jax"]["tokens_per_second"],
+                    "bpb_jax_minus_torch": cells["jax"]["mean_val_bpb"] - cells["torch"]["mean_val_bpb"],
+                }
+            )
     model_effect = []
     for backend in sorted({r["backend"] for r in scored}):
         cells = sorted((r for r in scored if r["backend"] == backend), key=lambda r: r["mean_val_bpb"])
         for a, b in zip(cells, cells[1:]):
-            model_effect.append({"backend": backend, "better": a["label"], "worse": b["label"],
-                                 "bpb_difference": b["mean_val_bpb"] - a["mean_val_bpb"],
-                                 "p": welch_one_sided(a["val_bpb"], b["val_bpb"])})  # fmt: skip
-    return {"rows": rows, "best": best["label"] if best else None, "framework_effect": framework, "model_effect": model_effect}
+            model_effect.append(
+                {
+                    "backend": backend,
+                    "better": a["label"],
+                    "worse": b["label"],
+                    "bpb_difference": b["mean_val_bpb"] - a["mean_val_bpb"],
+                    "p": welch_one_sided(a["val_bpb"], b["val_bpb"]),
+                }
+            )
+    return {
+        "rows": rows,
+        "best": best["label"] if best else None,
+        "framework_effect": framework,
+        "model_effect": model_effect,
+    }
 
 
 def write_report(summary: dict, results: dict[Target, list[dict]], report_dir: Path, meta: dict) -> None:

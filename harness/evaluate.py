@@ -61,9 +61,7 @@ def window_plan(n_tokens: int, context: int, stride: int) -> tuple[np.ndarray, i
     if context < 1:
         raise GolfError(f"eval context must be >= 1, got {context}")
     if not 1 <= stride <= context:
-        raise GolfError(
-            f"eval stride {stride} must lie in [1, context={context}]; use a stride of at most the context"
-        )
+        raise GolfError(f"eval stride {stride} must lie in [1, context={context}]; use a stride of at most the context")
     targets = n_tokens - 1
     if targets < 1:
         raise GolfError(f"the val split has {n_tokens} token(s); at least 2 are needed to score anything")
@@ -135,7 +133,9 @@ def evaluate(
         batch_sum = float(picked.sum())
         if not math.isfinite(batch_sum):
             bad = int(starts[b0 + int(np.argmax(~np.isfinite(nll).all(axis=1)))])
-            raise GolfError(f"the scorer returned a non-finite NLL ({batch_sum}) in the window starting at val token {bad}; the model's weights or scorer are broken")
+            raise GolfError(
+                f"the scorer returned a non-finite NLL ({batch_sum}) in the window starting at val token {bad}; the model's weights or scorer are broken"
+            )
         nll_sum += batch_sum
         n_scored += picked.size
         if progress:

@@ -71,13 +71,19 @@ class Layout:
         if self.nnodes < 1:
             raise GolfError(f"--nnodes must be at least 1, got {self.nnodes}")
         if not 0 <= self.node_rank < self.nnodes:
-            raise GolfError(f"--node-rank must lie in [0, {self.nnodes - 1}] for --nnodes {self.nnodes}, got {self.node_rank}")
+            raise GolfError(
+                f"--node-rank must lie in [0, {self.nnodes - 1}] for --nnodes {self.nnodes}, got {self.node_rank}"
+            )
         if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise GolfError("a run over several nodes needs --rdzv-endpoint HOST:PORT (a port on node 0 every node can reach)")
+            raise GolfError(
+                "a run over several nodes needs --rdzv-endpoint HOST:PORT (a port on node 0 every node can reach)"
+            )
         if self.rdzv_endpoint is not None:
             host, _, port = self.rdzv_endpoint.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise GolfError(f"--rdzv-endpoint must look like HOST:PORT (e.g. node0:29500), got '{self.rdzv_endpoint}'")
+                raise GolfError(
+                    f"--rdzv-endpoint must look like HOST:PORT (e.g. node0:29500), got '{self.rdzv_endpoint}'"
+                )
 
 
 DATA_CHECKED_ENV = "GOLF_DATA_CHECKED"  # manifest sha256 of a dataset whose contents the launcher verified
@@ -87,8 +93,23 @@ def cli_args(spec, resume_dir: Path | None = None) -> list[str]:
     """The `golf` arguments that make a child process run ``spec`` (or resume ``resume_dir``) exactly."""
     if resume_dir is not None:
         return ["run", "--resume", str(resume_dir)]
-    args = ["run", "--track", spec.track, "--scale", spec.scale, "--backend", spec.backend, "--model", spec.model,
-            "--preset", spec.preset, "--seed", str(spec.seed), "--out", str(spec.out)]  # fmt: skip
+    args = [
+        "run",
+        "--track",
+        spec.track,
+        "--scale",
+        spec.scale,
+        "--backend",
+        spec.backend,
+        "--model",
+        spec.model,
+        "--preset",
+        spec.preset,
+        "--seed",
+        str(spec.seed),
+        "--out",
+        str(spec.out),
+    ]
     if spec.data:
         args += ["--data", str(spec.data)]
     if spec.budget is not None:
@@ -122,8 +143,12 @@ def torchrun_command(layout: Layout, child_args: list[str], rdzv_id: str) -> lis
         cmd.append("--standalone")
     else:
         # c10d assigns the node ranks at the rendezvous (torchrun ignores --node-rank there), so none is passed
-        cmd += [f"--nnodes={layout.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={layout.rdzv_endpoint}",
-                f"--rdzv-id={rdzv_id}"]  # fmt: skip
+        cmd += [
+            f"--nnodes={layout.nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={layout.rdzv_endpoint}",
+            f"--rdzv-id={rdzv_id}",
+        ]
     cmd += ["--max-restarts=0", "-m", "harness.cli", *child_args]
     return cmd
 
@@ -169,7 +194,9 @@ def report_failure(kind: str, message: str, exit_code: int) -> bool:
     if not where:
         return False
     rank = env_rank()
-    body = json.dumps({"rank": rank, "kind": kind, "message": message, "exit_code": int(exit_code), "time": time.time()})
+    body = json.dumps(
+        {"rank": rank, "kind": kind, "message": message, "exit_code": int(exit_code), "time": time.time()}
+    )
     path = Path(where) / f"rank{rank}.json"
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -220,7 +247,9 @@ def first_failure(error_dir: Path, exits: list[tuple[int, int, int]], have_resul
         return LaunchError(describe_exit(*killed[0]), "error", 1)
     if reports:
         first = min(reports.values(), key=lambda r: (float(r.get("time", 0.0)), int(r.get("rank", 0))))
-        return LaunchError(str(first.get("message", "")), str(first.get("kind", "error")), int(first.get("exit_code", 1)))
+        return LaunchError(
+            str(first.get("message", "")), str(first.get("kind", "error")), int(first.get("exit_code", 1))
+        )
     if exits and not have_result:
         return LaunchError(describe_exit(*sorted(exits)[0]), "error", 1)
     return None
@@ -266,7 +295,9 @@ def launch(spec, layout: Layout, resume_dir: Path | None = None) -> dict:
             return read_json(result_path, "result")
         if code == 0 and layout.node_rank != 0:
             return {"status": "ok", "world_size": layout.world_size}
-        raise LaunchError(f"the {layout.world_size} processes exited (code {code}) without a result in {run.dir}", "error", code or 1)
+        raise LaunchError(
+            f"the {layout.world_size} processes exited (code {code}) without a result in {run.dir}", "error", code or 1
+        )
     finally:
         shutil.rmtree(error_dir, ignore_errors=True)
 
@@ -298,8 +329,10 @@ def _run_processes(layout: Layout, args: list[str], env: dict) -> tuple[int, lis
     else:
         master = ("127.0.0.1", _free_port())
     cmd = [sys.executable, "-m", "harness.cli", *args]
-    procs = [subprocess.Popen(cmd, env=process_env(layout, r, master, env), stdout=subprocess.DEVNULL)
-             for r in range(layout.nproc_per_node)]  # fmt: skip
+    procs = [
+        subprocess.Popen(cmd, env=process_env(layout, r, master, env), stdout=subprocess.DEVNULL)
+        for r in range(layout.nproc_per_node)
+    ]
     first = 0
     try:
         while True:

@@ -59,13 +59,24 @@ class Entry:
 
     def to_dict(self, rank: int) -> dict:
         return {
-            "rank": rank, "model": self.model, "preset": self.preset, "backend": self.backend,
-            "config_sha256": self.config_sha256, "unofficial": self.unofficial, "budget_limit": self.budget_limit,
-            "eval_stride": self.eval_stride, "mean_val_bpb": self.mean, "std_val_bpb": self.std,
-            "seeds": self.seeds, "n_seeds": len(self.runs), "artifact_bytes": self.artifact_bytes,
-            "p_vs_above": self.p_vs_above, "rescored": self.verified, "record_eligible": len(self.runs) >= 3,
+            "rank": rank,
+            "model": self.model,
+            "preset": self.preset,
+            "backend": self.backend,
+            "config_sha256": self.config_sha256,
+            "unofficial": self.unofficial,
+            "budget_limit": self.budget_limit,
+            "eval_stride": self.eval_stride,
+            "mean_val_bpb": self.mean,
+            "std_val_bpb": self.std,
+            "seeds": self.seeds,
+            "n_seeds": len(self.runs),
+            "artifact_bytes": self.artifact_bytes,
+            "p_vs_above": self.p_vs_above,
+            "rescored": self.verified,
+            "record_eligible": len(self.runs) >= 3,
             "run_dirs": [r["_dir"] for r in self.runs],
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -122,8 +133,15 @@ def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool =
         result = {**result, "_dir": str(run_dir), "_rescored": rescored}
         board_key = cohort_key(result)
         # Seeds group only under identical rules: an overridden budget or stride is another entry, never a seed.
-        entry_key = (result["model"], result["preset"], result["backend"], result.get("config_sha256", ""),
-                     result.get("budget_limit"), result.get("eval_stride"), bool(result["unofficial"]))  # fmt: skip
+        entry_key = (
+            result["model"],
+            result["preset"],
+            result["backend"],
+            result.get("config_sha256", ""),
+            result.get("budget_limit"),
+            result.get("eval_stride"),
+            bool(result["unofficial"]),
+        )
         entries = groups.setdefault(board_key, {})
         entries.setdefault(entry_key, Entry(*entry_key)).runs.append(result)
     boards = []
@@ -137,8 +155,13 @@ def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool =
 
 
 def _label(e: Entry) -> str:
-    return f"{e.model}/{e.preset}" + (f" (unofficial, budget {e.budget_limit:g})" if e.unofficial and e.budget_limit else
-                                       " (unofficial)" if e.unofficial else "")  # fmt: skip
+    return f"{e.model}/{e.preset}" + (
+        f" (unofficial, budget {e.budget_limit:g})"
+        if e.unofficial and e.budget_limit
+        else " (unofficial)"
+        if e.unofficial
+        else ""
+    )
 
 
 def _p(p: float | None) -> str:
@@ -148,9 +171,14 @@ def _p(p: float | None) -> str:
 def to_markdown(collected: Collected) -> str:
     lines = []
     for b in collected.boards:
-        lines += [f"## {b.track} · {b.scale} · {b.hardware}", "", f"cohort: {b.label}", "",
-                  "| Rank | Model | Backend | Score (val_bpb) | Std | Seeds | Bytes | p vs above | Verified |",
-                  "|---:|---|---|---:|---:|---:|---:|---:|:---:|"]  # fmt: skip
+        lines += [
+            f"## {b.track} · {b.scale} · {b.hardware}",
+            "",
+            f"cohort: {b.label}",
+            "",
+            "| Rank | Model | Backend | Score (val_bpb) | Std | Seeds | Bytes | p vs above | Verified |",
+            "|---:|---|---|---:|---:|---:|---:|---:|:---:|",
+        ]
         for i, e in enumerate(b.entries, 1):
             lines.append(
                 f"| {i} | {_label(e)} | {e.backend} | {e.mean:.4f} | {e.std:.4f} | {len(e.runs)} |"
@@ -164,11 +192,21 @@ def to_markdown(collected: Collected) -> str:
 
 def to_json(collected: Collected) -> str:
     return json.dumps(
-        {"boards": [{"track": b.track, "scale": b.scale, "hardware": b.hardware, "cohort": b.cohort,
-                     "entries": [e.to_dict(i) for i, e in enumerate(b.entries, 1)]} for b in collected.boards],
-         "warnings": collected.warnings},
+        {
+            "boards": [
+                {
+                    "track": b.track,
+                    "scale": b.scale,
+                    "hardware": b.hardware,
+                    "cohort": b.cohort,
+                    "entries": [e.to_dict(i) for i, e in enumerate(b.entries, 1)],
+                }
+                for b in collected.boards
+            ],
+            "warnings": collected.warnings,
+        },
         indent=2,
-    )  # fmt: skip
+    )
 
 
 _CSS = """body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#1d2330}
@@ -179,18 +217,24 @@ font-variant-numeric:tabular-nums}tr:first-child td{font-weight:600}.w{color:#8a
 
 def to_html(collected: Collected) -> str:
     esc = html.escape
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>golfbench leaderboard</title>",
-             f"<style>{_CSS}</style></head><body><h1>golfbench leaderboard</h1>"]  # fmt: skip
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>golfbench leaderboard</title>",
+        f"<style>{_CSS}</style></head><body><h1>golfbench leaderboard</h1>",
+    ]
     for b in collected.boards:
-        parts.append(f"<h2>{esc(b.track)} · {esc(b.scale)} · {esc(b.hardware)}</h2><p>cohort: {esc(b.label)}</p>"
-                     "<table><tr><th class=n>Rank</th>"
-                     "<th>Model</th><th>Backend</th><th class=n>val_bpb</th><th class=n>Std</th><th class=n>Seeds</th>"
-                     "<th class=n>Bytes</th><th class=n>p vs above</th><th>Verified</th></tr>")  # fmt: skip
+        parts.append(
+            f"<h2>{esc(b.track)} · {esc(b.scale)} · {esc(b.hardware)}</h2><p>cohort: {esc(b.label)}</p>"
+            "<table><tr><th class=n>Rank</th>"
+            "<th>Model</th><th>Backend</th><th class=n>val_bpb</th><th class=n>Std</th><th class=n>Seeds</th>"
+            "<th class=n>Bytes</th><th class=n>p vs above</th><th>Verified</th></tr>"
+        )
         for i, e in enumerate(b.entries, 1):
-            parts.append(f"<tr><td class=n>{i}</td><td>{esc(_label(e))}</td><td>{esc(e.backend)}</td>"
-                         f"<td class=n>{e.mean:.4f}</td><td class=n>{e.std:.4f}</td><td class=n>{len(e.runs)}</td>"
-                         f"<td class=n>{e.artifact_bytes:,}</td><td class=n>{_p(e.p_vs_above)}</td>"
-                         f"<td>{'✓ rescored' if e.verified else 'files'}</td></tr>")  # fmt: skip
+            parts.append(
+                f"<tr><td class=n>{i}</td><td>{esc(_label(e))}</td><td>{esc(e.backend)}</td>"
+                f"<td class=n>{e.mean:.4f}</td><td class=n>{e.std:.4f}</td><td class=n>{len(e.runs)}</td>"
+                f"<td class=n>{e.artifact_bytes:,}</td><td class=n>{_p(e.p_vs_above)}</td>"
+                f"<td>{'✓ rescored' if e.verified else 'files'}</td></tr>"
+            )
         parts.append("</table>")
     if not collected.boards:
         parts.append("<p>No eligible runs.</p>")

@@ -40,9 +40,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def check_name(kind: str, value: str) -> str:
     """Names become path parts of run directories: refuse separators, '..' and odd characters."""
     if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
-        raise GolfError(
-            f"invalid {kind} '{value}': use letters, digits, '_', '-' or '.' (no path separators or '..')"
-        )
+        raise GolfError(f"invalid {kind} '{value}': use letters, digits, '_', '-' or '.' (no path separators or '..')")
     return value
 
 
@@ -76,7 +74,9 @@ class Preset:
         model_keys, recipe_keys = _field_types(type(self.model)), _field_types(type(self.recipe))
         unknown = sorted(set(changes) - set(model_keys) - set(recipe_keys))
         if unknown:
-            raise GolfError(f"unknown config key '{unknown[0]}': valid keys are {', '.join([*model_keys, *recipe_keys])}")
+            raise GolfError(
+                f"unknown config key '{unknown[0]}': valid keys are {', '.join([*model_keys, *recipe_keys])}"
+            )
         return Preset(
             dataclasses.replace(self.model, **{k: v for k, v in changes.items() if k in model_keys}),
             dataclasses.replace(self.recipe, **{k: v for k, v in changes.items() if k in recipe_keys}),
@@ -181,6 +181,7 @@ def _glob_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 # ----------------------------------------------------------------------------------------------------------
 # llama: the parameter-golf baseline GPT (reference/parameter-golf.md §5)
 
+
 @dataclass(frozen=True)
 class LlamaConfig(ModelConfig):
     """The llama architecture (docs/models.md): widths in elements, ``rope_base`` in radians' base, ``loops`` 1."""
@@ -229,7 +230,13 @@ LLAMA_PRESETS = {
 }
 
 # Control tensors: kept at fp32 in artifacts, never given to Muon (resid_mix is 2-D but a control tensor).
-LLAMA_CONTROL = ("skip_weights", "blocks.*.attn_scale", "blocks.*.mlp_scale", "blocks.*.resid_mix", "blocks.*.attn.q_gain")
+LLAMA_CONTROL = (
+    "skip_weights",
+    "blocks.*.attn_scale",
+    "blocks.*.mlp_scale",
+    "blocks.*.resid_mix",
+    "blocks.*.attn.q_gain",
+)
 
 LLAMA_GROUPS = (
     GroupRule("embed", "adam", "tied_embed_lr", ("tok_emb.weight",)),
@@ -237,8 +244,17 @@ LLAMA_GROUPS = (
         "matrices",
         "muon",
         "matrix_lr",
-        tuple(f"blocks.*.{m}" for m in ("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight", "attn.proj.weight",
-                                        "mlp.fc.weight", "mlp.proj.weight")),  # fmt: skip
+        tuple(
+            f"blocks.*.{m}"
+            for m in (
+                "attn.c_q.weight",
+                "attn.c_k.weight",
+                "attn.c_v.weight",
+                "attn.proj.weight",
+                "mlp.fc.weight",
+                "mlp.proj.weight",
+            )
+        ),
     ),
     GroupRule("scalars", "adam", "scalar_lr", LLAMA_CONTROL),
 )
@@ -296,11 +312,14 @@ def llama_validate(c: dict) -> None:
     if (c["model_dim"] // c["num_heads"]) % 2:
         raise GolfError("llama config: head_dim must be even for rotary embeddings")
     if c["loops"] != 1:
-        raise GolfError("llama config: loops must be 1 (looping is not defined for the U-Net skips); use megalodon for loops")
+        raise GolfError(
+            "llama config: loops must be 1 (looping is not defined for the U-Net skips); use megalodon for loops"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # megalodon: the released Megalodon block (reference/megalodon-and-backends.md §1)
+
 
 @dataclass(frozen=True)
 class MegalodonConfig(ModelConfig):
@@ -346,8 +365,18 @@ class MegalodonRecipe(TrainRecipe):
 MEGALODON_PRESETS = {
     "golf16": Preset(MegalodonConfig(), MegalodonRecipe()),
     "tiny": Preset(
-        MegalodonConfig(num_layers=2, model_dim=128, num_heads=2, z_dim=64, value_dim=128, ffn_hidden_dim=256, cema_ndim=8,
-                        chunk_size=64, norm_num_groups=8, seq_len=256),  # fmt: skip
+        MegalodonConfig(
+            num_layers=2,
+            model_dim=128,
+            num_heads=2,
+            z_dim=64,
+            value_dim=128,
+            ffn_hidden_dim=256,
+            cema_ndim=8,
+            chunk_size=64,
+            norm_num_groups=8,
+            seq_len=256,
+        ),
         MegalodonRecipe(train_batch_tokens=4096),
     ),
 }
@@ -375,7 +404,12 @@ MEGALODON_GROUPS = (
         "rest",
         "adam",
         "adam_lr",
-        ("embed.weight", "lm_head.weight", *MEGALODON_CONTROL, *(f"layers.*.{m}.bias" for m in ("wz", "wv", "wr", "wh1"))),
+        (
+            "embed.weight",
+            "lm_head.weight",
+            *MEGALODON_CONTROL,
+            *(f"layers.*.{m}.bias" for m in ("wz", "wv", "wr", "wh1")),
+        ),
     ),
 )
 
@@ -592,10 +626,16 @@ class ModelSpec:
         for name, shape in shapes.items():
             hits = [rule for rule in self.group_rules if _glob_matcher(rule.patterns)(name)]
             if len(hits) != 1:
-                which = "no optimizer group" if not hits else f"several optimizer groups ({', '.join(r.name for r in hits)})"
+                which = (
+                    "no optimizer group"
+                    if not hits
+                    else f"several optimizer groups ({', '.join(r.name for r in hits)})"
+                )
                 raise GolfError(f"{self.name}: tensor '{name}' is in {which}; fix the spec's group rules")
             if hits[0].optimizer == "muon" and len(shape) != 2:
-                raise GolfError(f"{self.name}: Muon group '{hits[0].name}' holds '{name}' of shape {shape}; Muon takes 2-D matrices only")
+                raise GolfError(
+                    f"{self.name}: Muon group '{hits[0].name}' holds '{name}' of shape {shape}; Muon takes 2-D matrices only"
+                )
             members[hits[0].name].append(name)
         return [
             ParamGroup(rule.name, rule.optimizer, rule.lr_key, tuple(members[rule.name]))
@@ -670,7 +710,9 @@ def check_weights(spec: ModelSpec, config: dict, weights: dict) -> None:
     extra = sorted(set(weights) - set(expected))
     if missing or extra:
         what = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {extra[:3]}" if extra else "")
-        raise GolfError(f"weights do not match {spec.name}: {what.strip()}; was the artifact built for another model/preset?")
+        raise GolfError(
+            f"weights do not match {spec.name}: {what.strip()}; was the artifact built for another model/preset?"
+        )
     for name, shape in expected.items():
         if tuple(weights[name].shape) != tuple(shape):
             raise GolfError(

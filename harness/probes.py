@@ -27,8 +27,9 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
 
 
-def probe_scorer(scorer, tokens: np.ndarray, context: int, vocab_size: int, n_positions: int = 256,
-                 n_windows: int = 4, seed: int = 0) -> dict:  # fmt: skip
+def probe_scorer(
+    scorer, tokens: np.ndarray, context: int, vocab_size: int, n_positions: int = 256, n_windows: int = 4, seed: int = 0
+) -> dict:
     """Raise ProbeFailure naming the first broken property; return the measured worst cases otherwise."""
     rng = np.random.default_rng(seed)
     tokens = np.asarray(tokens, dtype=np.int32)
@@ -50,8 +51,10 @@ def probe_scorer(scorer, tokens: np.ndarray, context: int, vocab_size: int, n_po
     worst_sum = float(np.abs(sums - 1).max())
     if worst_sum >= SUM_TOL:
         i = int(np.abs(sums - 1).argmax())
-        raise ProbeFailure(f"integrity probe: the next-token distribution at window {rows[i]} position {cols[i]} sums to"
-                           f" {sums[i]:.6g}, not 1; a score must come from a normalized distribution")  # fmt: skip
+        raise ProbeFailure(
+            f"integrity probe: the next-token distribution at window {rows[i]} position {cols[i]} sums to"
+            f" {sums[i]:.6g}, not 1; a score must come from a normalized distribution"
+        )
 
     nll = np.asarray(scorer(windows), dtype=np.float64)
     reported = nll[rows, cols]
@@ -60,8 +63,10 @@ def probe_scorer(scorer, tokens: np.ndarray, context: int, vocab_size: int, n_po
     worst_nll = float(gap.max())
     if worst_nll >= NLL_TOL * max(1.0, float(np.abs(realized).max())):
         i = int(gap.argmax())
-        raise ProbeFailure(f"integrity probe: the scorer reports NLL {reported[i]:.6f} at window {rows[i]} position"
-                           f" {cols[i]} but its own distribution gives {realized[i]:.6f} for the realized token")  # fmt: skip
+        raise ProbeFailure(
+            f"integrity probe: the scorer reports NLL {reported[i]:.6f} at window {rows[i]} position"
+            f" {cols[i]} but its own distribution gives {realized[i]:.6f} for the realized token"
+        )
 
     # Causality: scramble everything after each probed position; its distribution must not move.
     worst_causal = 0.0
@@ -75,7 +80,13 @@ def probe_scorer(scorer, tokens: np.ndarray, context: int, vocab_size: int, n_po
             diff = float(np.abs(np.exp(after) - np.exp(before)).max())
             worst_causal = max(worst_causal, diff)
             if diff >= CAUSAL_TOL:
-                raise ProbeFailure(f"integrity probe: changing the tokens after position {t} of window {r} changed the"
-                                   f" distribution at position {t} by {diff:.3g}; the scorer looks ahead")  # fmt: skip
-    return {"probe_positions": n_positions, "worst_sum_error": worst_sum, "worst_nll_gap": worst_nll,
-            "worst_causal_change": worst_causal}  # fmt: skip
+                raise ProbeFailure(
+                    f"integrity probe: changing the tokens after position {t} of window {r} changed the"
+                    f" distribution at position {t} by {diff:.3g}; the scorer looks ahead"
+                )
+    return {
+        "probe_positions": n_positions,
+        "worst_sum_error": worst_sum,
+        "worst_nll_gap": worst_nll,
+        "worst_causal_change": worst_causal,
+    }

@@ -22,10 +22,30 @@ from harness.models import check_name
 
 STATUSES = ("ok", "over_budget", "diverged", "failed")
 RESULT_FIELDS = (
-    "status", "track", "scale", "backend", "model", "preset", "seed", "val_bpb", "val_loss", "val_nll_sum",
-    "val_tokens", "val_bytes", "pre_quant_val_bpb", "artifact_bytes", "code_bytes", "model_bytes",
-    "train_tokens", "train_flops", "train_seconds", "steps", "eval_seconds", "eval_stride", "unofficial",
-)  # fmt: skip
+    "status",
+    "track",
+    "scale",
+    "backend",
+    "model",
+    "preset",
+    "seed",
+    "val_bpb",
+    "val_loss",
+    "val_nll_sum",
+    "val_tokens",
+    "val_bytes",
+    "pre_quant_val_bpb",
+    "artifact_bytes",
+    "code_bytes",
+    "model_bytes",
+    "train_tokens",
+    "train_flops",
+    "train_seconds",
+    "steps",
+    "eval_seconds",
+    "eval_stride",
+    "unofficial",
+)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -77,7 +97,9 @@ def read_json(path: Path, what: str = "file") -> dict:
     except FileNotFoundError:
         raise GolfError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GolfError(f"{what} {path} is unreadable or not valid JSON ({exc.__class__.__name__}); it may be partial") from None
+        raise GolfError(
+            f"{what} {path} is unreadable or not valid JSON ({exc.__class__.__name__}); it may be partial"
+        ) from None
     if not isinstance(obj, dict):
         raise GolfError(f"{what} {path} is not a JSON object")
     return obj
@@ -208,7 +230,7 @@ def validate_result(obj: dict) -> list[str]:
         elif where == "status":
             out.append(f"status '{obj.get('status')}' is not one of {', '.join(STATUSES)}")
         elif what.startswith("expected "):
-            out.append(f"field '{where}' is not a {what[len('expected '):].split(',')[0]}")
+            out.append(f"field '{where}' is not a {what[len('expected ') :].split(',')[0]}")
         else:
             out.append(line)
     return out

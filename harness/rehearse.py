@@ -127,18 +127,48 @@ def _toml(doc: dict) -> str:
 
 
 def _golf(args: list, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
-def rehearse_one(track: str, rules: dict, backend: str, data: Path, out: Path, env: dict, processes: int,
-                 devices: int, timeout: float = 900) -> Rehearsal:  # fmt: skip
+def rehearse_one(
+    track: str,
+    rules: dict,
+    backend: str,
+    data: Path,
+    out: Path,
+    env: dict,
+    processes: int,
+    devices: int,
+    timeout: float = 900,
+) -> Rehearsal:
     """Run one official-rules rehearsal in fresh processes and check it (see the module docstring)."""
     model, preset = TARGETS[backend]
     r = Rehearsal(track, backend, f"{model}/{preset}@{backend}")
     run_env = dict(env)
-    args = ["run", "--track", track, "--scale", "official", "--backend", backend, "--model", model, "--preset", preset,
-            "--seed", "0", "--data", data, "--out", out, "--run-id", f"{model}-{backend}", "--json"]  # fmt: skip
+    args = [
+        "run",
+        "--track",
+        track,
+        "--scale",
+        "official",
+        "--backend",
+        backend,
+        "--model",
+        model,
+        "--preset",
+        preset,
+        "--seed",
+        "0",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--run-id",
+        f"{model}-{backend}",
+        "--json",
+    ]
     if backend == "torch":
         args += ["--nproc-per-node", str(processes)]
     else:
@@ -153,15 +183,26 @@ def rehearse_one(track: str, rules: dict, backend: str, data: Path, out: Path, e
         return r
     got = r.result
     r.check(got.get("status") == "ok", f"status {got.get('status')} ({got.get('reason')})")
-    r.check(got.get("budget_kind") == rules["budget_kind"], f"budget kind {got.get('budget_kind')} != {rules['budget_kind']}")
+    r.check(
+        got.get("budget_kind") == rules["budget_kind"],
+        f"budget kind {got.get('budget_kind')} != {rules['budget_kind']}",
+    )
     spent = {"tokens": got.get("train_tokens"), "seconds": got.get("train_seconds"), "flops": got.get("train_flops")}
     limit = float(rules["budget"])
-    r.check((spent[rules["budget_kind"]] or 0) <= limit * (1 + 1e-9), f"spent {spent[rules['budget_kind']]} over {limit:g}")
+    r.check(
+        (spent[rules["budget_kind"]] or 0) <= limit * (1 + 1e-9), f"spent {spent[rules['budget_kind']]} over {limit:g}"
+    )
     if rules["budget_kind"] == "tokens":
         exact = int(limit) // SEQ_LEN * SEQ_LEN
-        r.check(got.get("train_tokens") == exact, f"fixed-data trained {got.get('train_tokens')} tokens, not exactly {exact}")
+        r.check(
+            got.get("train_tokens") == exact,
+            f"fixed-data trained {got.get('train_tokens')} tokens, not exactly {exact}",
+        )
     precision = str(rules.get("eval_precision", "fp32"))
-    r.check(got.get("eval_precision", "fp32") == precision, f"scored at {got.get('eval_precision')} not the track's {precision}")
+    r.check(
+        got.get("eval_precision", "fp32") == precision,
+        f"scored at {got.get('eval_precision')} not the track's {precision}",
+    )
     r.check(got.get("eval_stride") == int(rules.get("eval_stride", 64)), f"eval stride {got.get('eval_stride')}")
     run_dir = out / track / "official" / f"{model}-{backend}"
     passes = [e for e in _events(run_dir) if e.get("event") == "eval"]
@@ -200,8 +241,15 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def rehearse(source: Path, out: Path | None = None, backends: tuple[str, ...] = ("torch", "jax"), processes: int = 2,
-             devices: int = 2, seconds: float = 20.0, log=print) -> list[Rehearsal]:  # fmt: skip
+def rehearse(
+    source: Path,
+    out: Path | None = None,
+    backends: tuple[str, ...] = ("torch", "jax"),
+    processes: int = 2,
+    devices: int = 2,
+    seconds: float = 20.0,
+    log=print,
+) -> list[Rehearsal]:
     """Rehearse every track's official rules for each backend; returns the rehearsals (see `failures`).
 
     ``source``: a built Shakespeare dataset (`golf data build shakespeare`). ``out``: where the rehearsal
@@ -214,15 +262,21 @@ def rehearse(source: Path, out: Path | None = None, backends: tuple[str, ...] = 
     if unknown:
         raise GolfError(f"unknown backend(s) {', '.join(unknown)} for the rehearsal: choose from torch, jax")
     if processes < 2 or devices < 2:
-        raise GolfError("a rehearsal needs at least 2 processes (torch) and 2 devices (JAX): --processes/--devices >= 2")
+        raise GolfError(
+            "a rehearsal needs at least 2 processes (torch) and 2 devices (JAX): --processes/--devices >= 2"
+        )
     keep = out is not None
     root = Path(out) if keep else Path(tempfile.mkdtemp(prefix="golf-rehearse-"))
     try:
         if keep and root.exists() and any(root.iterdir()):
             raise GolfError(f"{root} is not empty: choose a new --out for the rehearsal")
         manifest, _ = read_manifest(Path(source))
-        data = prefix_dataset(Path(source), root / "data" / str(manifest.get("id", manifest["name"])),
-                              train_tokens=120_000, val_tokens=16_384)  # fmt: skip
+        data = prefix_dataset(
+            Path(source),
+            root / "data" / str(manifest.get("id", manifest["name"])),
+            train_tokens=120_000,
+            val_tokens=16_384,
+        )
         rules = rehearsal_tracks(root / "tracks", str(manifest.get("id", manifest["name"])), seconds)
         env = {**os.environ, TRACKS_ENV: str(root / "tracks"), "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
         env.pop("GOLF_CLOCK_SKEW", None)
@@ -231,8 +285,10 @@ def rehearse(source: Path, out: Path | None = None, backends: tuple[str, ...] = 
             for backend in backends:
                 log(f"rehearsing {track} (official rules) with {TARGETS[backend][0]}@{backend} ...")
                 r = rehearse_one(track, track_rules, backend, data, root / "runs", env, processes, devices)
-                log(f"  {'ok' if not r.failures else 'FAILED'} in {r.seconds:.0f} s ({r.checks} checks)"
-                    + "".join(f"\n  - {f}" for f in r.failures))  # fmt: skip
+                log(
+                    f"  {'ok' if not r.failures else 'FAILED'} in {r.seconds:.0f} s ({r.checks} checks)"
+                    + "".join(f"\n  - {f}" for f in r.failures)
+                )
                 done.append(r)
         return done
     finally:

@@ -17,14 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import progress
-from harness import code
+from harness import code, progress
 from harness.artifact import pack, size_report
 from harness.backend import get_backend
 from harness.cohort import dataset_content_sha256
 from harness.data.dataset import Dataset
-from harness.distributed import Collective, check_world, env_rank, env_world_size, fixed_data_plan, replicas_identical, weights_digest
 from harness.data.stream import BatchStream
+from harness.distributed import (
+    Collective,
+    check_world,
+    env_rank,
+    env_world_size,
+    fixed_data_plan,
+    replicas_identical,
+    weights_digest,
+)
 from harness.errors import BudgetError, GolfError
 from harness.models import get_spec
 from harness.plots import plot_loss
@@ -106,13 +113,21 @@ class Run:
         spec.overrides = {key: self.config[key] for key in spec.overrides}
         if spec.eval_stride is not None and spec.eval_stride < 1:
             raise GolfError(f"--eval-stride must be a positive number of tokens, got {spec.eval_stride}")
-        run_id = spec.run_id or default_run_id(spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget)
+        run_id = spec.run_id or default_run_id(
+            spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget
+        )
         self.dir = run_dir(Path(spec.out), self.track.name, spec.scale, run_id)
         self.run_id = run_id
         data_dir = Path(spec.data) if spec.data else default_data_dir(self.scale["dataset"])
         if not (data_dir / "manifest.json").exists():
-            hint = "golf data build shakespeare" if "shakespeare" in str(self.scale["dataset"]) else "golf data fetch fineweb"
-            raise GolfError(f"no dataset at {data_dir} (manifest.json missing): build it with `{hint} --out {data_dir}`")
+            hint = (
+                "golf data build shakespeare"
+                if "shakespeare" in str(self.scale["dataset"])
+                else "golf data fetch fineweb"
+            )
+            raise GolfError(
+                f"no dataset at {data_dir} (manifest.json missing): build it with `{hint} --out {data_dir}`"
+            )
         self.dataset = Dataset.open(data_dir)
         if self.dataset.id != self.scale["dataset"] and not spec.unofficial:
             raise GolfError(
@@ -195,10 +210,15 @@ class Run:
                 " differs); point --data at the original dataset or start a new run"
             )
         if old.get("config_sha256", config_hash(old.get("config", {}))) != config_hash(self.config):
-            raise GolfError(f"cannot resume {d}: the model config differs from the one it started with; start a new run")
+            raise GolfError(
+                f"cannot resume {d}: the model config differs from the one it started with; start a new run"
+            )
         if "code_sha256" in old and old["code_sha256"] != self.code_sha256:
-            changed = sorted(k for k in set(old["code_sha256"]) | set(self.code_sha256)
-                             if old["code_sha256"].get(k) != self.code_sha256.get(k))  # fmt: skip
+            changed = sorted(
+                k
+                for k in set(old["code_sha256"]) | set(self.code_sha256)
+                if old["code_sha256"].get(k) != self.code_sha256.get(k)
+            )
             raise GolfError(
                 f"cannot resume {d}: the backend code changed since it started ({', '.join(changed)}); restore that"
                 " code (see run.json git sha) or start a new run"
@@ -282,9 +302,15 @@ def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream, coll:
     run.backend.save_checkpoint(state, tmp / "backend")
     atomic_write_json(
         tmp / "harness.json",
-        {"steps": budget.steps, "seconds": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
-         "stream_tokens": stream.tokens_consumed, "step_seconds": budget._step_seconds[-5:]},
-    )  # fmt: skip
+        {
+            "steps": budget.steps,
+            "seconds": budget.seconds,
+            "tokens": budget.tokens,
+            "flops": budget.flops,
+            "stream_tokens": stream.tokens_consumed,
+            "step_seconds": budget._step_seconds[-5:],
+        },
+    )
     # Swap in the new checkpoint; a kill between the two renames leaves checkpoint.old, used by resume.
     old = run.dir / (CHECKPOINT + ".old")
     if ck.exists():
@@ -363,12 +389,23 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
         state = backend.warmup(state, synth)
         if main:
             analytic = run.flops_per_token["total"] * run.batch_tokens
-            events.append({"event": "flops_check", "analytic_step_flops": analytic, "compiler_step_flops": compiler_flops,
-                           "devices": backend.devices(), "world_size": coll.world_size})  # fmt: skip
+            events.append(
+                {
+                    "event": "flops_check",
+                    "analytic_step_flops": analytic,
+                    "compiler_step_flops": compiler_flops,
+                    "devices": backend.devices(),
+                    "world_size": coll.world_size,
+                }
+            )
 
     kind = run.track.budget_kind
-    checkpoint_every = spec.checkpoint_every or (max(1, 50 // max(1, spec.log_every) * spec.log_every) if kind == "tokens" else 0)
-    stream = BatchStream(run.dataset.train_paths, run.batch_seqs, run.seq_len, start_tokens=stream_start, wrap=kind != "tokens")
+    checkpoint_every = spec.checkpoint_every or (
+        max(1, 50 // max(1, spec.log_every) * spec.log_every) if kind == "tokens" else 0
+    )
+    stream = BatchStream(
+        run.dataset.train_paths, run.batch_seqs, run.seq_len, start_tokens=stream_start, wrap=kind != "tokens"
+    )
     fpt = run.flops_per_token["total"]
     warmdown = float(run.config.get("warmdown_frac", 0.2))
     status, reason, last_loss = "ok", None, float("nan")
@@ -399,8 +436,16 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                 finite = math.isfinite(last_loss)
                 step = budget.steps
                 if main and (step % spec.log_every == 0 or step == 1 or not finite):
-                    events.append({"step": step, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
-                                   "loss": last_loss, "lr_scale": float(scale)})  # fmt: skip
+                    events.append(
+                        {
+                            "step": step,
+                            "time": budget.seconds,
+                            "tokens": budget.tokens,
+                            "flops": budget.flops,
+                            "loss": last_loss,
+                            "lr_scale": float(scale),
+                        }
+                    )
                 update(budget.spent(), loss=f"{last_loss:.3f}", step=step)
                 if not finite:  # the loss is reduced over processes: every process stops here
                     status, reason = "diverged", f"training loss became {last_loss} at step {step}"
@@ -408,8 +453,16 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                 if checkpoint_every and step % checkpoint_every == 0:
                     _save_checkpoint(run, state, budget, stream, coll)
         if main and budget.steps % spec.log_every != 0 and budget.steps != 1 and status == "ok":  # step 1 is logged
-            events.append({"step": budget.steps, "time": budget.seconds, "tokens": budget.tokens, "flops": budget.flops,
-                           "loss": last_loss, "lr_scale": lr_scale(budget.progress(), warmdown)})  # fmt: skip
+            events.append(
+                {
+                    "step": budget.steps,
+                    "time": budget.seconds,
+                    "tokens": budget.tokens,
+                    "flops": budget.flops,
+                    "loss": last_loss,
+                    "lr_scale": lr_scale(budget.progress(), warmdown),
+                }
+            )
     except GolfError:
         raise
     except Exception as exc:  # a backend crash still leaves a valid run directory
@@ -432,12 +485,15 @@ def _compiler_flops(backend, state, synth: np.ndarray) -> float | None:
     try:
         return backend.compiler_flops(state, synth)
     except Exception as exc:  # noqa: BLE001 - e.g. out of memory on a big preset
-        progress.console.print(f"[yellow]warning:[/] compiler FLOP count failed ({exc.__class__.__name__}: {exc}); continuing")
+        progress.console.print(
+            f"[yellow]warning:[/] compiler FLOP count failed ({exc.__class__.__name__}: {exc}); continuing"
+        )
         return None
 
 
-def finish(run: Run, state, budget: Budget, status: str, reason: str | None, coll: Collective,
-           score: bool = True) -> dict:  # fmt: skip
+def finish(
+    run: Run, state, budget: Budget, status: str, reason: str | None, coll: Collective, score: bool = True
+) -> dict:
     """Every process: export, check the replicas agree, pack and score (sharded); process 0 writes the records."""
     spec = run.spec
     main = coll.rank == 0
@@ -474,8 +530,17 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
         "eval_context": run.seq_len,
         "eval_precision": run.eval_precision,
     }
-    for key in ("val_bpb", "val_loss", "val_nll_sum", "val_tokens", "val_bytes", "pre_quant_val_bpb",
-                "artifact_bytes", "model_bytes", "eval_seconds"):  # fmt: skip
+    for key in (
+        "val_bpb",
+        "val_loss",
+        "val_nll_sum",
+        "val_tokens",
+        "val_bytes",
+        "pre_quant_val_bpb",
+        "artifact_bytes",
+        "model_bytes",
+        "eval_seconds",
+    ):
         result.setdefault(key, None)
     if score and status in ("ok", "over_budget"):
         try:
@@ -496,7 +561,11 @@ def finish(run: Run, state, budget: Budget, status: str, reason: str | None, col
     if ck.exists() and result["status"] != "failed":
         shutil.rmtree(ck)
     try:
-        plot_loss(run.dir / "events.jsonl", run.dir / "loss.png", title=f"{spec.model}/{spec.preset}@{spec.backend} seed {spec.seed}")
+        plot_loss(
+            run.dir / "events.jsonl",
+            run.dir / "loss.png",
+            title=f"{spec.model}/{spec.preset}@{spec.backend} seed {spec.seed}",
+        )
     except Exception:  # a plot must never cost a result
         pass
     return result
@@ -512,20 +581,46 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
         if not same:
             raise GolfError(f"the {coll.world_size} processes ended with different weights: the replicas drifted apart")
     if run.eval_prequant:
-        pre = score_weights(spec.backend, spec.model, run.config, weights, run.dataset, run.stride,
-                            label="eval (pre-quant)", collective=coll, precision=run.eval_precision)  # fmt: skip
+        pre = score_weights(
+            spec.backend,
+            spec.model,
+            run.config,
+            weights,
+            run.dataset,
+            run.stride,
+            label="eval (pre-quant)",
+            collective=coll,
+            precision=run.eval_precision,
+        )
         result["pre_quant_val_bpb"] = pre.val_bpb
         _log_eval(run, main, "pre-quant", pre)
     # Every process packs the same (bit-identical) weights into the same bytes; only process 0 writes them.
-    blob = pack(weights, run.model_spec.is_control, {"model": spec.model, "preset": spec.preset,
-                                                       "config": run.model_spec.model_part(run.config),  # no recipe
-                                                       "backend": spec.backend, "run_id": run.run_id})  # fmt: skip
+    blob = pack(
+        weights,
+        run.model_spec.is_control,
+        {
+            "model": spec.model,
+            "preset": spec.preset,
+            "config": run.model_spec.model_part(run.config),  # no recipe
+            "backend": spec.backend,
+            "run_id": run.run_id,
+        },
+    )
     if main:
         atomic_write_bytes(run.dir / "artifact.golf", blob)
     # The score is always measured on the round trip, loaded back from the bytes alone.
     loaded = load_artifact_model(blob if not main else (run.dir / "artifact.golf").read_bytes())
-    post = score_weights(spec.backend, loaded.model, loaded.config, loaded.weights, run.dataset, run.stride,
-                         label="eval (artifact)", collective=coll, precision=run.eval_precision)  # fmt: skip
+    post = score_weights(
+        spec.backend,
+        loaded.model,
+        loaded.config,
+        loaded.weights,
+        run.dataset,
+        run.stride,
+        label="eval (artifact)",
+        collective=coll,
+        precision=run.eval_precision,
+    )
     _log_eval(run, main, "artifact", post)
     size = size_report(len(blob), code_size, run.track.artifact_cap_bytes)
     result.update(post.to_dict())
@@ -537,17 +632,29 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
         eval_policy=post.policy,
     )
     if not size["under_cap"]:
-        result.update(status="over_budget", reason=f"artifact is {size['total_bytes']:,} bytes, over the {size['cap_bytes']:,}-byte cap")
+        result.update(
+            status="over_budget",
+            reason=f"artifact is {size['total_bytes']:,} bytes, over the {size['cap_bytes']:,}-byte cap",
+        )
     eval_max = run.scale.get("eval_seconds_max")
     if eval_max and post.eval_seconds > eval_max and result["status"] == "ok":
-        result.update(status="over_budget", reason=f"evaluation took {post.eval_seconds:.1f} s, over the {eval_max} s limit")
+        result.update(
+            status="over_budget", reason=f"evaluation took {post.eval_seconds:.1f} s, over the {eval_max} s limit"
+        )
 
 
 def _log_eval(run: Run, main: bool, label: str, res) -> None:
     """One event per scoring pass of the full val split, so the number of passes is on record."""
     if main:
-        EventLog(run.dir / "events.jsonl").append({"event": "eval", "label": label, "seconds": res.eval_seconds,
-                                                   "val_bpb": res.val_bpb, "precision": run.eval_precision})  # fmt: skip
+        EventLog(run.dir / "events.jsonl").append(
+            {
+                "event": "eval",
+                "label": label,
+                "seconds": res.eval_seconds,
+                "val_bpb": res.val_bpb,
+                "precision": run.eval_precision,
+            }
+        )
 
 
 def resume_spec(run_dir_path: Path) -> RunSpec:

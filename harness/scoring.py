@@ -90,7 +90,9 @@ def score_weights(
             progress=lambda done, total: update(done / max(total, 1)),
             collective=collective,
         )
-    res.policy += (f"; integrity probes passed at {probes['probe_positions']} positions (sum err"
-                   f" {probes['worst_sum_error']:.1e}, nll gap {probes['worst_nll_gap']:.1e},"
-                   f" causal change {probes['worst_causal_change']:.1e})")
+    res.policy += (
+        f"; integrity probes passed at {probes['probe_positions']} positions (sum err"
+        f" {probes['worst_sum_error']:.1e}, nll gap {probes['worst_nll_gap']:.1e},"
+        f" causal change {probes['worst_causal_change']:.1e})"
+    )
     return res

@@ -6,7 +6,6 @@ and is validated before it is written; the folder is assembled in a temp dir and
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -15,9 +14,11 @@ from pathlib import Path
 from harness.artifact import CAP_BYTES
 from harness.code import code_bytes, code_digest, snapshot_files
 from harness.errors import GolfError
-from harness.schema import errors as schema_check, load as schema_load
 from harness.records import atomic_write_bytes, dumps, read_events, read_json
+from harness.schema import errors as schema_check
+from harness.schema import load as schema_load
 from harness.stats import mean_std
+
 
 def schema() -> dict:
     """The submission.json schema (harness/schemas/submission.schema.json)."""
@@ -35,11 +36,15 @@ def _train_log(run_dir: Path, manifest: dict, result: dict) -> str:
     lines += ["# " + ln for ln in dumps(manifest).splitlines()]
     for e in read_events(run_dir / "events.jsonl"):
         if "step" in e and e.get("loss") is not None:
-            lines.append(f"step:{e['step']} train_loss:{e['loss']:.4f} train_time:{e['time'] * 1000:.0f}ms"
-                         f" tokens:{e['tokens']} flops:{e['flops']:.4g} lr_scale:{e['lr_scale']:.4f}")  # fmt: skip
+            lines.append(
+                f"step:{e['step']} train_loss:{e['loss']:.4f} train_time:{e['time'] * 1000:.0f}ms"
+                f" tokens:{e['tokens']} flops:{e['flops']:.4g} lr_scale:{e['lr_scale']:.4f}"
+            )
     lines.append(f"final_int8_zstd_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
     pre = result.get("pre_quant_val_bpb")  # null when the run did not score before quantization
-    lines.append(f"pre_quant val_bpb:{'n/a' if pre is None else f'{pre:.8f}'} eval_time:{result['eval_seconds'] * 1000:.0f}ms")
+    lines.append(
+        f"pre_quant val_bpb:{'n/a' if pre is None else f'{pre:.8f}'} eval_time:{result['eval_seconds'] * 1000:.0f}ms"
+    )
     lines.append(f"Total submission size int8+zstd: {result['artifact_bytes']} bytes")
     return "\n".join(lines) + "\n"
 
@@ -59,7 +64,9 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
     for d, _, r in runs[1:]:
         diff = [k for k in same if r.get(k) != first.get(k)]
         if diff:
-            raise GolfError(f"run {d} differs from {runs[0][0]} in {diff}: one submission holds seeds of one configuration")
+            raise GolfError(
+                f"run {d} differs from {runs[0][0]} in {diff}: one submission holds seeds of one configuration"
+            )
     seeds = [int(r["seed"]) for _, _, r in runs]
     if len(set(seeds)) != len(seeds):
         raise GolfError(f"two runs share a seed ({seeds}); export each seed once")
@@ -70,35 +77,59 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         if not snap:
             raise GolfError(f"run {d} has no code snapshot (code/): it predates them; re-run it to export")
         if code_digest(snap) != manifest.get("code_sha256") or code_bytes(snap) != r["code_bytes"]:
-            raise GolfError(f"run {d}: its code/ snapshot is not the code it recorded (sha256 or bytes differ); re-run it")
+            raise GolfError(
+                f"run {d}: its code/ snapshot is not the code it recorded (sha256 or bytes differ); re-run it"
+            )
         if code_digest(snap) != code_digest(code_files):
             raise GolfError(f"run {d} ran other code than {runs[0][0]}: one submission holds seeds of one code version")
     bytes_code = code_bytes(code_files)
     bpbs = [float(r["val_bpb"]) for _, _, r in runs]
     losses = [float(r["val_loss"]) for _, _, r in runs]
     seed_results = {}
-    for d, _, r in runs:
+    for _, _, r in runs:
         seed_results[str(r["seed"])] = {
-            "val_bpb": r["val_bpb"], "val_loss": r["val_loss"], "pre_quant_val_bpb": r["pre_quant_val_bpb"],
-            "artifact_bytes": int(r["model_bytes"]) + bytes_code, "artifact_file": f"artifact_seed{r['seed']}.golf",
-            "artifact_sha256": r["artifact_sha256"], "steps": int(r["steps"]), "train_tokens": int(r["train_tokens"]),
-            "train_seconds": float(r["train_seconds"]), "eval_seconds": float(r["eval_seconds"]),
-        }  # fmt: skip
+            "val_bpb": r["val_bpb"],
+            "val_loss": r["val_loss"],
+            "pre_quant_val_bpb": r["pre_quant_val_bpb"],
+            "artifact_bytes": int(r["model_bytes"]) + bytes_code,
+            "artifact_file": f"artifact_seed{r['seed']}.golf",
+            "artifact_sha256": r["artifact_sha256"],
+            "steps": int(r["steps"]),
+            "train_tokens": int(r["train_tokens"]),
+            "train_seconds": float(r["train_seconds"]),
+            "eval_seconds": float(r["eval_seconds"]),
+        }
         if r["pre_quant_val_bpb"] is None:  # not scored (official scale): the schema field is optional
             del seed_results[str(r["seed"])]["pre_quant_val_bpb"]
     manifest0 = runs[0][1]
-    cmd = (f"golf run --track {first['track']} --scale {first['scale']} --backend {first['backend']} --model"
-           f" {first['model']} --preset {first['preset']} --seed <SEED>")  # fmt: skip
+    cmd = (
+        f"golf run --track {first['track']} --scale {first['scale']} --backend {first['backend']} --model"
+        f" {first['model']} --preset {first['preset']} --seed <SEED>"
+    )
     submission = {
-        "author": author, "github_id": github_id, "name": name, "blurb": blurb,
-        "date": time.strftime("%Y-%m-%d", time.gmtime()), "track": first["track"], "scale": first["scale"],
-        "backend": first["backend"], "model": first["model"], "preset": first["preset"],
-        "val_bpb": mean_std(bpbs)[0], "val_loss": mean_std(losses)[0], "val_bpb_std": mean_std(bpbs)[1],
-        "bytes_total": max(s["artifact_bytes"] for s in seed_results.values()), "bytes_code": bytes_code,
-        "seeds": sorted(seeds), "seed_results": seed_results, "hardware": manifest0["hardware"]["class"],
+        "author": author,
+        "github_id": github_id,
+        "name": name,
+        "blurb": blurb,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "track": first["track"],
+        "scale": first["scale"],
+        "backend": first["backend"],
+        "model": first["model"],
+        "preset": first["preset"],
+        "val_bpb": mean_std(bpbs)[0],
+        "val_loss": mean_std(losses)[0],
+        "val_bpb_std": mean_std(bpbs)[1],
+        "bytes_total": max(s["artifact_bytes"] for s in seed_results.values()),
+        "bytes_code": bytes_code,
+        "seeds": sorted(seeds),
+        "seed_results": seed_results,
+        "hardware": manifest0["hardware"]["class"],
         "framework_versions": {k: v for k, v in manifest0["versions"].items()},
-        "eval_stride": int(first["eval_stride"]), "eval_policy": str(first.get("eval_policy", "")), "command": cmd,
-    }  # fmt: skip
+        "eval_stride": int(first["eval_stride"]),
+        "eval_policy": str(first.get("eval_policy", "")),
+        "command": cmd,
+    }
     errors = schema_errors(submission)
     if errors:
         raise GolfError(f"the submission would not validate: {errors[0]}")
@@ -115,13 +146,26 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         src.mkdir()
         for f in code_files:
             shutil.copyfile(f, src / Path(f).name)
-        readme = [f"# {name}", "", blurb, "", f"- track: `{first['track']}` ({first['scale']}), hardware `{submission['hardware']}`",
-                  f"- model: `{first['model']}/{first['preset']}` on the `{first['backend']}` backend of golfbench",
-                  f"- val_bpb: **{submission['val_bpb']:.4f}** ± {submission['val_bpb_std']:.4f} over seeds {sorted(seeds)}",
-                  f"- bytes: {submission['bytes_total']:,} total ({bytes_code:,} code in `src/` + compressed model)",
-                  f"- eval: {submission['eval_policy']}", "", "## Reproduce", "", "```", cmd, "```", "",
-                  "Re-score an artifact: `golf eval artifact_seed<SEED>.golf --data <dataset> --json`;",
-                  "check this folder: `golf validate-submission .`"]  # fmt: skip
+        readme = [
+            f"# {name}",
+            "",
+            blurb,
+            "",
+            f"- track: `{first['track']}` ({first['scale']}), hardware `{submission['hardware']}`",
+            f"- model: `{first['model']}/{first['preset']}` on the `{first['backend']}` backend of golfbench",
+            f"- val_bpb: **{submission['val_bpb']:.4f}** ± {submission['val_bpb_std']:.4f} over seeds {sorted(seeds)}",
+            f"- bytes: {submission['bytes_total']:,} total ({bytes_code:,} code in `src/` + compressed model)",
+            f"- eval: {submission['eval_policy']}",
+            "",
+            "## Reproduce",
+            "",
+            "```",
+            cmd,
+            "```",
+            "",
+            "Re-score an artifact: `golf eval artifact_seed<SEED>.golf --data <dataset> --json`;",
+            "check this folder: `golf validate-submission .`",
+        ]
         atomic_write_bytes(tmp / "README.md", ("\n".join(readme) + "\n").encode())
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
@@ -156,7 +200,9 @@ def validate_folder(folder: Path) -> list[str]:
         if r.get("artifact_sha256") and hashlib.sha256(blob).hexdigest() != r["artifact_sha256"]:
             problems.append(f"{r['artifact_file']} does not match its sha256 in submission.json")
         if len(blob) + sub["bytes_code"] != r["artifact_bytes"]:
-            problems.append(f"seed {seed}: artifact_bytes {r['artifact_bytes']:,} != model {len(blob):,} + code {sub['bytes_code']:,}")
+            problems.append(
+                f"seed {seed}: artifact_bytes {r['artifact_bytes']:,} != model {len(blob):,} + code {sub['bytes_code']:,}"
+            )
         if len(blob) + code > CAP_BYTES:
             problems.append(f"seed {seed}: {len(blob) + code:,} bytes is over the {CAP_BYTES:,}-byte cap")
         if not (folder / f"train_seed{seed}.log").is_file():

@@ -53,7 +53,9 @@ def _parse(path: Path) -> Track:
         raise GolfError(f"track file {path} is malformed TOML ({exc}); fix or restore it") from None
     try:
         if str(doc["name"]) != path.stem:
-            raise GolfError(f"track file {path} declares name '{doc['name']}'; it must match the file name '{path.stem}'")
+            raise GolfError(
+                f"track file {path} declares name '{doc['name']}'; it must match the file name '{path.stem}'"
+            )
         kind = doc["budget_kind"]
         if kind not in BUDGET_KINDS:
             raise GolfError(
@@ -66,19 +68,25 @@ def _parse(path: Path) -> Track:
                 sec["budget"] = float(sec["budget"])
                 sec["eval_stride"] = int(sec.get("eval_stride", 64))
                 if not 0 < sec["budget"] < float("inf") or sec["eval_stride"] < 1:
-                    raise GolfError(f"track file {path}: [{s}] budget and eval_stride must be positive; fix or restore it")
+                    raise GolfError(
+                        f"track file {path}: [{s}] budget and eval_stride must be positive; fix or restore it"
+                    )
                 sec.setdefault("hardware", "any")
                 sec["eval_precision"] = sec.get("eval_precision", "fp32")
                 if sec["eval_precision"] not in EVAL_PRECISIONS:
-                    raise GolfError(f"track file {path}: [{s}] eval_precision '{sec['eval_precision']}' must be one of"
-                                    f" {', '.join(EVAL_PRECISIONS)}; fix or restore it")  # fmt: skip
+                    raise GolfError(
+                        f"track file {path}: [{s}] eval_precision '{sec['eval_precision']}' must be one of"
+                        f" {', '.join(EVAL_PRECISIONS)}; fix or restore it"
+                    )
                 sec["eval_prequant"] = sec.get("eval_prequant", True)
                 if not isinstance(sec["eval_prequant"], bool):
                     raise GolfError(f"track file {path}: [{s}] eval_prequant must be true or false; fix or restore it")
                 str(sec["dataset"])
                 pin = sec.get("dataset_sha256")
                 if pin is not None and (not isinstance(pin, str) or len(pin) != 64 or pin.strip("0123456789abcdef")):
-                    raise GolfError(f"track file {path}: [{s}] dataset_sha256 must be 64 lowercase hex digits; fix or restore it")
+                    raise GolfError(
+                        f"track file {path}: [{s}] dataset_sha256 must be 64 lowercase hex digits; fix or restore it"
+                    )
                 scales[s] = sec
         return Track(
             name=str(doc["name"]),
@@ -91,7 +99,9 @@ def _parse(path: Path) -> Track:
             sha256=hashlib.sha256(raw).hexdigest(),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise GolfError(f"track file {path} is missing or has a bad field ({exc}); see tracks/fixed-data.toml") from None
+        raise GolfError(
+            f"track file {path} is missing or has a bad field ({exc}); see tracks/fixed-data.toml"
+        ) from None
 
 
 def default_tracks_dir() -> Path:
@@ -127,7 +137,9 @@ def parse_budget(text: str | float | None) -> float | None:
     try:
         value = float(str(text).replace("_", ""))
     except ValueError:
-        raise GolfError(f"--budget '{text}' is not a number: give seconds, tokens or FLOPs like 30, 40000 or 2e11") from None
+        raise GolfError(
+            f"--budget '{text}' is not a number: give seconds, tokens or FLOPs like 30, 40000 or 2e11"
+        ) from None
     if not value > 0 or value != value or value == float("inf"):
         raise GolfError(f"--budget must be a positive finite number, got '{text}'")
     return value

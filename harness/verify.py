@@ -19,7 +19,8 @@ from pathlib import Path
 
 from harness.artifact import CAP_BYTES
 from harness.code import SNAPSHOT_DIR, code_bytes, code_digest, snapshot_files
-from harness.data.dataset import Dataset, verify as verify_dataset
+from harness.data.dataset import Dataset
+from harness.data.dataset import verify as verify_dataset
 from harness.errors import GolfError
 from harness.models import get_spec
 from harness.records import atomic_write_json, read_events, read_json, validate_result
@@ -66,18 +67,34 @@ def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) 
         return
     last = steps[-1]
     key = {"seconds": "time", "tokens": "tokens", "flops": "flops"}[kind]
-    claimed = {"seconds": result["train_seconds"], "tokens": result["train_tokens"], "flops": result["train_flops"]}[kind]
-    v.check("budget", float(last[key]) <= limit * (1 + 1e-9), f"the log shows {last[key]:g} {kind}, over the limit {limit:g}")
-    v.check("budget-claim", math.isclose(float(last[key]), float(claimed), rel_tol=1e-9, abs_tol=1e-9),
-            f"result claims {claimed:g} {kind} but the log ends at {last[key]:g}")  # fmt: skip
-    v.check("steps", last["step"] == result["steps"], f"result claims {result['steps']} steps, the log ends at {last['step']}")
+    claimed = {"seconds": result["train_seconds"], "tokens": result["train_tokens"], "flops": result["train_flops"]}[
+        kind
+    ]
+    v.check(
+        "budget",
+        float(last[key]) <= limit * (1 + 1e-9),
+        f"the log shows {last[key]:g} {kind}, over the limit {limit:g}",
+    )
+    v.check(
+        "budget-claim",
+        math.isclose(float(last[key]), float(claimed), rel_tol=1e-9, abs_tol=1e-9),
+        f"result claims {claimed:g} {kind} but the log ends at {last[key]:g}",
+    )
+    v.check(
+        "steps",
+        last["step"] == result["steps"],
+        f"result claims {result['steps']} steps, the log ends at {last['step']}",
+    )
     tokens = [e["tokens"] for e in steps]
     v.check("monotonic", all(a < b for a, b in zip(tokens, tokens[1:])), "event tokens are not increasing")
     if kind == "tokens":
         seq = int(manifest["batch"]["seq_len"])
         exact = (int(limit) // seq) * seq
-        v.check("fixed-data", result["train_tokens"] == exact,
-                f"fixed-data must train exactly {exact:,} tokens, the run trained {result['train_tokens']:,}")  # fmt: skip
+        v.check(
+            "fixed-data",
+            result["train_tokens"] == exact,
+            f"fixed-data must train exactly {exact:,} tokens, the run trained {result['train_tokens']:,}",
+        )
 
 
 def _claims_check(v: Verdict, result: dict, manifest: dict) -> None:
@@ -101,7 +118,9 @@ def _rules_check(v: Verdict, result: dict, manifest: dict, rules: dict) -> None:
         problems.append(f"dataset '{manifest['dataset'].get('id')}' is not the track's '{rules['dataset']}'")
     pin = rules.get("dataset_sha256")
     if pin and manifest["dataset"].get("content_sha256") != pin:  # content, not the name, is what was scored
-        problems.append(f"dataset content {str(manifest['dataset'].get('content_sha256'))[:12]} is not the track's pinned {pin[:12]}")
+        problems.append(
+            f"dataset content {str(manifest['dataset'].get('content_sha256'))[:12]} is not the track's pinned {pin[:12]}"
+        )
     precision, rule = recorded_precision(result), rules.get("eval_precision", "fp32")
     if precision != rule:
         problems.append(f"eval precision {precision} is not the track's {rule}")
@@ -118,7 +137,11 @@ def _code_check(v: Verdict, run_dir: Path, result: dict, manifest: dict) -> None
     changed = sorted(k for k in set(digest) | set(want) if digest.get(k) != want.get(k))
     v.check("code", not changed, f"code/ snapshot differs from what run.json recorded in {', '.join(changed)}")
     size = code_bytes(snap)
-    v.check("code-bytes", size == result["code_bytes"], f"code/ holds {size:,} bytes, result claims {result['code_bytes']:,}")
+    v.check(
+        "code-bytes",
+        size == result["code_bytes"],
+        f"code/ holds {size:,} bytes, result claims {result['code_bytes']:,}",
+    )
 
 
 def recorded_precision(result: dict) -> str:
@@ -146,17 +169,32 @@ def verify_run(
     try:
         _verify_files(v, run_dir, result, manifest, data, backend, rescore, check_data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or partial record
-        v.check("files", False, f"result.json or run.json has a missing or malformed field ({exc.__class__.__name__}: {exc})")
+        v.check(
+            "files",
+            False,
+            f"result.json or run.json has a missing or malformed field ({exc.__class__.__name__}: {exc})",
+        )
     return v
 
 
-def _verify_files(v: Verdict, run_dir: Path, result: dict, manifest: dict, data: Path | None, backend: str | None,
-                  rescore: bool, check_data: bool) -> None:  # fmt: skip
+def _verify_files(
+    v: Verdict,
+    run_dir: Path,
+    result: dict,
+    manifest: dict,
+    data: Path | None,
+    backend: str | None,
+    rescore: bool,
+    check_data: bool,
+) -> None:
     _claims_check(v, result, manifest)
     try:
         track = load_track(manifest["track"])
-        v.check("track-hash", track.sha256 == manifest["track_sha256"],
-                f"tracks/{track.name}.toml changed since the run (sha256 differs); rules may differ")  # fmt: skip
+        v.check(
+            "track-hash",
+            track.sha256 == manifest["track_sha256"],
+            f"tracks/{track.name}.toml changed since the run (sha256 differs); rules may differ",
+        )
         if not manifest.get("unofficial"):
             _rules_check(v, result, manifest, track.scale(manifest["scale"]))
     except GolfError as exc:
@@ -170,8 +208,11 @@ def _verify_files(v: Verdict, run_dir: Path, result: dict, manifest: dict, data:
         report = verify_dataset(data_dir)
         v.check("dataset", report["ok"], "; ".join(report.get("problems", [])[:3]) or "dataset verification failed")
         dataset = Dataset.open(data_dir)
-        if not v.check("dataset-hash", dataset.manifest_sha256 == manifest["dataset"]["manifest_sha256"],
-                       f"dataset at {data_dir} is not the one the run used (manifest sha256 differs)"):  # fmt: skip
+        if not v.check(
+            "dataset-hash",
+            dataset.manifest_sha256 == manifest["dataset"]["manifest_sha256"],
+            f"dataset at {data_dir} is not the one the run used (manifest sha256 differs)",
+        ):
             dataset = None  # scoring on other data would prove nothing
     except _Skip:
         pass
@@ -183,12 +224,22 @@ def _verify_files(v: Verdict, run_dir: Path, result: dict, manifest: dict, data:
     art_path = run_dir / "artifact.golf"
     blob = art_path.read_bytes() if art_path.is_file() else None
     if v.check("artifact", blob is not None, f"{art_path} is missing"):
-        v.check("artifact-hash", hashlib.sha256(blob).hexdigest() == result.get("artifact_sha256"),
-                "artifact.golf is not the artifact the result was computed from (sha256 differs)")  # fmt: skip
-        v.check("artifact-size", len(blob) == result["model_bytes"],
-                f"artifact.golf is {len(blob):,} bytes, result claims {result['model_bytes']:,}")  # fmt: skip
+        v.check(
+            "artifact-hash",
+            hashlib.sha256(blob).hexdigest() == result.get("artifact_sha256"),
+            "artifact.golf is not the artifact the result was computed from (sha256 differs)",
+        )
+        v.check(
+            "artifact-size",
+            len(blob) == result["model_bytes"],
+            f"artifact.golf is {len(blob):,} bytes, result claims {result['model_bytes']:,}",
+        )
         total = len(blob) + int(result["code_bytes"])
-        v.check("artifact-total", total == result["artifact_bytes"], f"code + model = {total:,}, result claims {result['artifact_bytes']:,}")
+        v.check(
+            "artifact-total",
+            total == result["artifact_bytes"],
+            f"code + model = {total:,}, result claims {result['artifact_bytes']:,}",
+        )
         cap = int(result.get("artifact_cap_bytes") or CAP_BYTES)
         v.check("cap", total <= cap, f"artifact total {total:,} bytes is over the {cap:,}-byte cap")
 
@@ -203,24 +254,52 @@ def _verify_files(v: Verdict, run_dir: Path, result: dict, manifest: dict, data:
             # Artifacts store the architecture only (ModelConfig), so the configs compare on those keys.
             model_keys = get_spec(loaded.model).model_keys
             stated = manifest.get("config")
-            origin = {"model": loaded.model, "preset": loaded.preset, "run_id": loaded.meta.get("run_id"),
-                      "config": {k: loaded.config[k] for k in model_keys}}  # fmt: skip
-            claimed = {**manifest, "config": {k: stated.get(k) for k in model_keys} if isinstance(stated, dict) else stated}
+            origin = {
+                "model": loaded.model,
+                "preset": loaded.preset,
+                "run_id": loaded.meta.get("run_id"),
+                "config": {k: loaded.config[k] for k in model_keys},
+            }
+            claimed = {
+                **manifest,
+                "config": {k: stated.get(k) for k in model_keys} if isinstance(stated, dict) else stated,
+            }
             wrong = [k for k, val in origin.items() if val != claimed.get(k)]
-            if not v.check("artifact-origin", not wrong,
-                           f"artifact.golf was made by another run (its {', '.join(wrong)} differ from run.json)"):  # fmt: skip
+            if not v.check(
+                "artifact-origin",
+                not wrong,
+                f"artifact.golf was made by another run (its {', '.join(wrong)} differ from run.json)",
+            ):
                 return
             precision = recorded_precision(result)
-            res = score_weights(backend or manifest["backend"], loaded.model, loaded.config, loaded.weights, dataset,
-                                int(result["eval_stride"]), label="verify", precision=precision)  # fmt: skip
+            res = score_weights(
+                backend or manifest["backend"],
+                loaded.model,
+                loaded.config,
+                loaded.weights,
+                dataset,
+                int(result["eval_stride"]),
+                label="verify",
+                precision=precision,
+            )
             v.recomputed_bpb = res.val_bpb
             rtol = BPB_RTOL_BY_PRECISION[precision]
-            v.check("val_bpb", math.isclose(res.val_bpb, float(result["val_bpb"]), rel_tol=rtol, abs_tol=0.0),
-                    f"recomputed val_bpb {res.val_bpb:.8f} ({precision}) differs from the claimed {result['val_bpb']:.8f}"
-                    f" by more than {rtol:g} relative")  # fmt: skip
+            v.check(
+                "val_bpb",
+                math.isclose(res.val_bpb, float(result["val_bpb"]), rel_tol=rtol, abs_tol=0.0),
+                f"recomputed val_bpb {res.val_bpb:.8f} ({precision}) differs from the claimed {result['val_bpb']:.8f}"
+                f" by more than {rtol:g} relative",
+            )
         except GolfError as exc:
             v.check("val_bpb", False, str(exc))
     if v.ok and rescore:
-        atomic_write_json(run_dir / "verify.json", {"ok": True, "artifact_sha256": result.get("artifact_sha256"),
-                                                    "val_bpb": v.recomputed_bpb, "checks": v.checks,
-                                                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
+        atomic_write_json(
+            run_dir / "verify.json",
+            {
+                "ok": True,
+                "artifact_sha256": result.get("artifact_sha256"),
+                "val_bpb": v.recomputed_bpb,
+                "checks": v.checks,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )

@@ -61,5 +61,7 @@ def pytest_sessionfinish(session, exitstatus):
     if _SKIPPED and os.environ.get("GOLF_ALLOW_SKIPS") != "1" and exitstatus == 0:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             f"FAILED: {len(_SKIPPED)} unexpected skip(s) (set GOLF_ALLOW_SKIPS=1 for a partial install):\n  "
-            + "\n  ".join(_SKIPPED), red=True)  # fmt: skip
+            + "\n  ".join(_SKIPPED),
+            red=True,
+        )
         session.exitstatus = 1

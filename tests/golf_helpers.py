@@ -35,13 +35,21 @@ RUN_ARGS = ("--track", "fixed-data", "--scale", "dev", "--eval-stride", "256")
 
 def golf(*args, env: dict | None = None, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
     """`golf ARGS` as a user runs it: a fresh process, the real CLI entry point."""
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=cwd, env={**ENV, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def golf_ok(*args, **kw) -> subprocess.CompletedProcess:
     res = golf(*args, **kw)
-    assert res.returncode == 0, f"golf {' '.join(map(str, args))} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+    assert res.returncode == 0, (
+        f"golf {' '.join(map(str, args))} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+    )
     return res
 
 

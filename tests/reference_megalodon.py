@@ -170,8 +170,17 @@ def nll(weights: dict, config: dict, tokens: np.ndarray) -> np.ndarray:
 
 # Small enough for the numpy oracle, every feature live: 3 chunks, 2 heads with z_h != e_h, groups > 1.
 MICRO = dict(
-    vocab_size=61, num_layers=2, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,
-    cema_ndim=4, chunk_size=8, norm_num_groups=4, seq_len=24,
+    vocab_size=61,
+    num_layers=2,
+    model_dim=24,
+    num_heads=2,
+    z_dim=12,
+    value_dim=16,
+    ffn_hidden_dim=40,
+    cema_ndim=4,
+    chunk_size=8,
+    norm_num_groups=4,
+    seq_len=24,
 )
 
 
@@ -193,5 +202,7 @@ def noisy_weights(config: dict, seed: int = 0, scale: float = 0.3) -> dict[str, 
 
     rng = np.random.default_rng(seed)
     weights = init_weights(get_spec("megalodon"), config, seed)
-    return {k: (v + scale * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.1)).astype(np.float32)
-            for k, v in weights.items()}
+    return {
+        k: (v + scale * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.1)).astype(np.float32)
+        for k, v in weights.items()
+    }

@@ -117,7 +117,9 @@ SHOWS = {
     "suffix": lambda sp, enc, dec: any(len(p) > 1 and p.endswith(SPACE) for p in _pieces(sp, enc)),
     "suffix-dummy": lambda sp, enc, dec: dec[0].endswith(" "),  # the dummy suffix decodes to a trailing space
     "no-split-by-whitespace": lambda sp, enc, dec: any(SPACE in p.strip(SPACE) for p in _pieces(sp, enc)),
-    "user-defined": lambda sp, enc, dec: f"{SPACE}to{SPACE}be" in _pieces(sp, enc) and f"the{SPACE}" in _pieces(sp, enc),
+    "user-defined": lambda sp, enc, dec: (
+        f"{SPACE}to{SPACE}be" in _pieces(sp, enc) and f"the{SPACE}" in _pieces(sp, enc)
+    ),
     "control": lambda sp, enc, dec: sp.is_control(sp.piece_to_id("<sep>")),
     "no-byte-fallback": lambda sp, enc, dec: any(sp.is_unknown(i) for ids in enc for i in ids),
     "repeated-spaces": lambda sp, enc, dec: "   " in dec[3] and dec[3].startswith("  "),
@@ -323,7 +325,9 @@ def test_a_lossy_tokenizer_makes_no_official_dataset(small_source: Path, tmp_pat
     assert "\n" not in message and not (tmp_path / "data").exists()
     assert message.startswith(f"cannot build {out}: the tokenizer is lossy (decode(encode(text)) of the probe text")
     assert "at character 0: 'the quick br' instead of 'The Quick Br'" in message
-    assert message.endswith("pass --allow-lossy to build it anyway as unofficial dataset shakespeare_sp1024-custom-lossy")
+    assert message.endswith(
+        "pass --allow-lossy to build it anyway as unofficial dataset shakespeare_sp1024-custom-lossy"
+    )
 
     build(out, source_dir=small_source, tokenizer_options=folding, allow_lossy=True)
     manifest, _ = read_manifest(out)
@@ -333,7 +337,9 @@ def test_a_lossy_tokenizer_makes_no_official_dataset(small_source: Path, tmp_pat
     refused = verify(out)
     assert not refused["ok"] and refused["lossy"] is True
     (problem,) = refused["problems"]
-    assert problem.startswith(f"{out} is a lossy dataset (decode(encode(text))") and problem.endswith("pass --allow-lossy to accept it")
+    assert problem.startswith(f"{out} is a lossy dataset (decode(encode(text))") and problem.endswith(
+        "pass --allow-lossy to accept it"
+    )
     accepted = verify(out, allow_lossy=True)
     assert accepted["ok"] and accepted["lossy"] is True and accepted["id"] == "shakespeare_sp1024-custom-lossy"
     expected, _ = _val_decoded_bytes(out)

@@ -8,8 +8,8 @@ import importlib
 import json
 
 import pytest
-
 from golf_helpers import RUN_ARGS, golf, golf_ok, small_dataset
+
 from harness.backend import backend_names, get_backend
 
 
@@ -37,8 +37,23 @@ def test_the_rule_is_the_same_for_both_backends_and_covers_the_whole_package():
 def test_a_run_snapshots_its_code_and_export_verify_use_the_snapshot(shakespeare_dir, tmp_path):
     data = small_dataset(shakespeare_dir, tmp_path / "data")
     out = tmp_path / "runs"
-    res = golf_ok("run", *RUN_ARGS, "--backend", "torch", "--model", "llama", "--data", data, "--budget", "4096",
-                  "--out", out, "--run-id", "r", "--json")  # fmt: skip
+    res = golf_ok(
+        "run",
+        *RUN_ARGS,
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--data",
+        data,
+        "--budget",
+        "4096",
+        "--out",
+        out,
+        "--run-id",
+        "r",
+        "--json",
+    )
     result = json.loads(res.stdout)
     d = out / "fixed-data" / "dev" / "r"
     manifest = json.loads((d / "run.json").read_text())

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from golf_helpers import golf, one_line_error, small_dataset
+
 from harness.cohort import COHORT_FIELDS, cohort_key, dataset_content_sha256
 from harness.data.manifest import read_manifest
 from harness.tracks import load_track
@@ -14,8 +15,11 @@ from harness.tracks import load_track
 def test_content_identity_hashes_the_tokenizer_and_val_shard_bytes(shakespeare_dir):
     manifest, _ = read_manifest(shakespeare_dir)
     # computed here from the files themselves, not from the manifest's recorded hashes
-    val = [hashlib.sha256((shakespeare_dir / s["file"]).read_bytes()).hexdigest() for s in manifest["shards"]
-           if s["split"] == "val"]  # fmt: skip
+    val = [
+        hashlib.sha256((shakespeare_dir / s["file"]).read_bytes()).hexdigest()
+        for s in manifest["shards"]
+        if s["split"] == "val"
+    ]
     tok = hashlib.sha256((shakespeare_dir / manifest["tokenizer"]).read_bytes()).hexdigest()
     want = hashlib.sha256(json.dumps({"tokenizer_sha256": tok, "val": val}, sort_keys=True).encode()).hexdigest()
     assert dataset_content_sha256(manifest) == want
@@ -38,10 +42,24 @@ def test_same_name_other_content_is_another_dataset(shakespeare_dir, tmp_path):
 
 
 def test_cohort_key_covers_data_policy_precision_and_hardware():
-    base = {"track": "fixed-data", "track_version": 2, "scale": "dev", "dataset_content_sha256": "a" * 64,
-            "eval_stride": 64, "eval_context": 256, "eval_precision": "fp32", "hardware_class": "cpu"}  # fmt: skip
+    base = {
+        "track": "fixed-data",
+        "track_version": 2,
+        "scale": "dev",
+        "dataset_content_sha256": "a" * 64,
+        "eval_stride": 64,
+        "eval_context": 256,
+        "eval_precision": "fp32",
+        "hardware_class": "cpu",
+    }
     assert cohort_key(base) == tuple(base[k] for k in COHORT_FIELDS)
-    for field, other in [("track_version", 1), ("dataset_content_sha256", "b" * 64), ("eval_stride", 256),
-                         ("eval_context", 1024), ("eval_precision", "bf16"), ("hardware_class", "8xH100")]:  # fmt: skip
+    for field, other in [
+        ("track_version", 1),
+        ("dataset_content_sha256", "b" * 64),
+        ("eval_stride", 256),
+        ("eval_context", 1024),
+        ("eval_precision", "bf16"),
+        ("hardware_class", "8xH100"),
+    ]:
         assert cohort_key({**base, field: other}) != cohort_key(base), field
     assert cohort_key({**base, "model": "megalodon", "seed": 3}) == cohort_key(base)  # entries, not cohorts

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from golf_helpers import small_dataset
 
 from harness.models import get_spec
 from harness.stats import welch_one_sided
-from golf_helpers import small_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -24,13 +24,35 @@ TARGETS = ("llama/tiny@torch", "megalodon/tiny@torch")
 
 
 def golf(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def compare_args(data: Path, out: Path) -> list:
-    return ["compare", *TARGETS, "--track", "fixed-data", "--scale", "dev", "--seeds", "2", "--data", data,
-            "--budget", BUDGET, "--eval-stride", "256", "--out", out]
+    return [
+        "compare",
+        *TARGETS,
+        "--track",
+        "fixed-data",
+        "--scale",
+        "dev",
+        "--seeds",
+        "2",
+        "--data",
+        data,
+        "--budget",
+        BUDGET,
+        "--eval-stride",
+        "256",
+        "--out",
+        out,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +85,11 @@ def test_compare_runs_every_target_and_seed_on_the_same_data(compared):
     for label, runs in results.items():
         assert [r["seed"] for r in runs] == [0, 1] and all(r["status"] == "ok" for r in runs), label
         assert all(r["train_tokens"] == BUDGET and r["eval_stride"] == 256 for r in runs)
-    manifests = [json.loads((out / "fixed-data" / "dev" / f"{m}-tiny-torch-s{s}-b{BUDGET}" / "run.json").read_text())
-                 for m in ("llama", "megalodon") for s in (0, 1)]  # fmt: skip
+    manifests = [
+        json.loads((out / "fixed-data" / "dev" / f"{m}-tiny-torch-s{s}-b{BUDGET}" / "run.json").read_text())
+        for m in ("llama", "megalodon")
+        for s in (0, 1)
+    ]
     assert len({json.dumps(m["batch"], sort_keys=True) for m in manifests}) == 1  # the same batches for everyone
     assert len({m["dataset"]["manifest_sha256"] for m in manifests}) == 1
     assert res.stderr.count("[compare] ") == 4 and res.stderr.count(": running") == 4
@@ -86,7 +111,9 @@ def test_compare_json_and_table_carry_the_numbers(compared):
         assert row["train_seconds"] == pytest.approx(statistics.mean(r["train_seconds"] for r in runs))
         assert row["tokens_per_second"] == pytest.approx(statistics.mean(r["tokens_per_second"] for r in runs))
         spec = get_spec(row["model"])
-        assert row["train_flops"] == pytest.approx(spec.flops_per_token(spec.config("tiny"))["total"] * BUDGET, rel=1e-12)
+        assert row["train_flops"] == pytest.approx(
+            spec.flops_per_token(spec.config("tiny"))["total"] * BUDGET, rel=1e-12
+        )
         assert row["artifact_bytes"] == max(r["artifact_bytes"] for r in runs)
     best, other = sorted(TARGETS, key=lambda t: rows[t]["mean_val_bpb"])
     assert report["best"] == best and rows[best]["p_best_better"] is None
@@ -95,7 +122,9 @@ def test_compare_json_and_table_carry_the_numbers(compared):
     assert report["framework_effect"] == []  # one framework only: no torch-vs-jax ratio to report
     (effect,) = report["model_effect"]
     assert effect["backend"] == "torch" and (effect["better"], effect["worse"]) == (best, other)
-    assert effect["bpb_difference"] == pytest.approx(rows[other]["mean_val_bpb"] - rows[best]["mean_val_bpb"], rel=1e-12)
+    assert effect["bpb_difference"] == pytest.approx(
+        rows[other]["mean_val_bpb"] - rows[best]["mean_val_bpb"], rel=1e-12
+    )
     assert effect["p"] == pytest.approx(p, rel=1e-12)
     png = (out / "fixed-data" / "dev" / "compare.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -129,17 +158,31 @@ def test_a_second_compare_reuses_the_finished_runs(compared, data):
 @pytest.mark.slow
 def test_compare_refuses_to_reuse_a_run_made_under_other_rules(compared, data):
     out, _, _ = compared
-    res = golf("compare", "llama/tiny@torch", "--track", "fixed-data", "--seeds", "1", "--data", data,
-               "--budget", BUDGET, "--out", out)  # same run ids, but the track's stride of 64 this time
+    res = golf(
+        "compare",
+        "llama/tiny@torch",
+        "--track",
+        "fixed-data",
+        "--seeds",
+        "1",
+        "--data",
+        data,
+        "--budget",
+        BUDGET,
+        "--out",
+        out,
+    )  # same run ids, but the track's stride of 64 this time
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "eval stride 256 instead of 64" in res.stderr and "another --out" in res.stderr
 
 
 def test_compare_rejects_bad_targets(tmp_path):
-    for args, message in ((["llama"], "must look like model[/preset]@backend"),
-                          (["llama@torch", "llama/tiny@torch"], "listed twice"),
-                          (["llama/huge@torch"], "unknown preset 'huge'"),
-                          (["llama@torch", "--seeds", "0"], "--seeds must be at least 1")):  # fmt: skip
+    for args, message in (
+        (["llama"], "must look like model[/preset]@backend"),
+        (["llama@torch", "llama/tiny@torch"], "listed twice"),
+        (["llama/huge@torch"], "unknown preset 'huge'"),
+        (["llama@torch", "--seeds", "0"], "--seeds must be at least 1"),
+    ):
         res = golf("compare", *args, "--out", tmp_path)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
         assert not any(tmp_path.iterdir())

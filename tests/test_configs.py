@@ -43,25 +43,99 @@ PRESETS = [(s.name, p) for s in SPECS.values() for p in s.presets]
 # ---------------------------------------------------------------------------------------------------------
 # The flat configs as they were before the split (harness/models.py at 08051f3), and their config hashes.
 
-OLD_LLAMA = dict(vocab_size=1024, num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, seq_len=1024,
-                 rope_base=10000.0, logit_softcap=30.0, qk_gain_init=1.5, tied_embed_init_std=0.005, loops=1,
-                 train_batch_tokens=524_288, matrix_lr=0.04, scalar_lr=0.04, tied_embed_lr=0.05, muon_momentum=0.95,
-                 muon_momentum_warmup_start=0.85, muon_momentum_warmup_steps=500, muon_backend_steps=5, beta1=0.9,
-                 beta2=0.95, adam_eps=1e-8, warmdown_frac=0.2)  # fmt: skip
-OLD_MEGA = dict(vocab_size=1024, num_layers=4, model_dim=512, num_heads=2, z_dim=128, value_dim=1024, ffn_hidden_dim=1280,
-                cema_ndim=16, chunk_size=256, norm_num_groups=32, swiglu=True, tied_embeddings=True, seq_len=1024,
-                rope_base=10000.0, norm_eps=1e-5, loops=1, train_batch_tokens=524_288, matrix_lr=0.02, adam_lr=3e-3,
-                muon_momentum=0.95, muon_backend_steps=5, beta1=0.9, beta2=0.98, adam_eps=1e-8, weight_decay=0.0,
-                grad_clip=1.0, warmdown_frac=0.2)  # fmt: skip
+OLD_LLAMA = dict(
+    vocab_size=1024,
+    num_layers=9,
+    model_dim=512,
+    num_heads=8,
+    num_kv_heads=4,
+    mlp_mult=2,
+    seq_len=1024,
+    rope_base=10000.0,
+    logit_softcap=30.0,
+    qk_gain_init=1.5,
+    tied_embed_init_std=0.005,
+    loops=1,
+    train_batch_tokens=524_288,
+    matrix_lr=0.04,
+    scalar_lr=0.04,
+    tied_embed_lr=0.05,
+    muon_momentum=0.95,
+    muon_momentum_warmup_start=0.85,
+    muon_momentum_warmup_steps=500,
+    muon_backend_steps=5,
+    beta1=0.9,
+    beta2=0.95,
+    adam_eps=1e-8,
+    warmdown_frac=0.2,
+)
+OLD_MEGA = dict(
+    vocab_size=1024,
+    num_layers=4,
+    model_dim=512,
+    num_heads=2,
+    z_dim=128,
+    value_dim=1024,
+    ffn_hidden_dim=1280,
+    cema_ndim=16,
+    chunk_size=256,
+    norm_num_groups=32,
+    swiglu=True,
+    tied_embeddings=True,
+    seq_len=1024,
+    rope_base=10000.0,
+    norm_eps=1e-5,
+    loops=1,
+    train_batch_tokens=524_288,
+    matrix_lr=0.02,
+    adam_lr=3e-3,
+    muon_momentum=0.95,
+    muon_backend_steps=5,
+    beta1=0.9,
+    beta2=0.98,
+    adam_eps=1e-8,
+    weight_decay=0.0,
+    grad_clip=1.0,
+    warmdown_frac=0.2,
+)
 OLD = {
     ("llama", "baseline"): (OLD_LLAMA, "a44f2696c08120eb"),
-    ("llama", "tiny"): ({**OLD_LLAMA, **dict(num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2, seq_len=256,
-                                            train_batch_tokens=4096, muon_momentum_warmup_steps=50)}, "5bbd0eeee9f0b495"),
+    ("llama", "tiny"): (
+        {
+            **OLD_LLAMA,
+            **dict(
+                num_layers=4,
+                model_dim=128,
+                num_heads=4,
+                num_kv_heads=2,
+                seq_len=256,
+                train_batch_tokens=4096,
+                muon_momentum_warmup_steps=50,
+            ),
+        },
+        "5bbd0eeee9f0b495",
+    ),
     ("megalodon", "golf16"): (OLD_MEGA, "05e3f1daef9d7bce"),
-    ("megalodon", "tiny"): ({**OLD_MEGA, **dict(num_layers=2, model_dim=128, num_heads=2, z_dim=64, value_dim=128,
-                                                ffn_hidden_dim=256, cema_ndim=8, chunk_size=64, norm_num_groups=8,
-                                                seq_len=256, train_batch_tokens=4096)}, "405d88213b2a5e97"),
-}  # fmt: skip
+    ("megalodon", "tiny"): (
+        {
+            **OLD_MEGA,
+            **dict(
+                num_layers=2,
+                model_dim=128,
+                num_heads=2,
+                z_dim=64,
+                value_dim=128,
+                ffn_hidden_dim=256,
+                cema_ndim=8,
+                chunk_size=64,
+                norm_num_groups=8,
+                seq_len=256,
+                train_batch_tokens=4096,
+            ),
+        },
+        "405d88213b2a5e97",
+    ),
+}
 
 
 @pytest.mark.parametrize("model, preset", sorted(OLD))
@@ -89,10 +163,30 @@ def test_presets_are_frozen_pairs_of_the_spec_dataclasses(model, preset):
 
 
 def test_model_and_recipe_fields_are_where_the_issue_puts_them():
-    assert {"vocab_size", "num_layers", "model_dim", "num_heads", "seq_len", "rope_base", "logit_softcap",
-            "qk_gain_init", "tied_embed_init_std", "loops"} <= set(LLAMA.model_keys)  # fmt: skip
-    assert {"train_batch_tokens", "matrix_lr", "scalar_lr", "tied_embed_lr", "warmdown_frac", "muon_momentum",
-            "muon_backend_steps", "beta1", "beta2", "adam_eps"} <= set(LLAMA.recipe_keys)  # fmt: skip
+    assert {
+        "vocab_size",
+        "num_layers",
+        "model_dim",
+        "num_heads",
+        "seq_len",
+        "rope_base",
+        "logit_softcap",
+        "qk_gain_init",
+        "tied_embed_init_std",
+        "loops",
+    } <= set(LLAMA.model_keys)
+    assert {
+        "train_batch_tokens",
+        "matrix_lr",
+        "scalar_lr",
+        "tied_embed_lr",
+        "warmdown_frac",
+        "muon_momentum",
+        "muon_backend_steps",
+        "beta1",
+        "beta2",
+        "adam_eps",
+    } <= set(LLAMA.recipe_keys)
     assert {"swiglu", "tied_embeddings", "norm_eps", "chunk_size"} <= set(MEGA.model_keys)
     assert {"adam_lr", "grad_clip", "weight_decay", "train_batch_tokens"} <= set(MEGA.recipe_keys)
     assert LlamaConfig().num_layers == 9 and LlamaRecipe().matrix_lr == 0.04
@@ -107,8 +201,10 @@ def sets(*items: str) -> dict:
     return _parse_sets(list(items))
 
 
-@pytest.mark.parametrize("text, expected", [("False", False), ("false", False), ("FALSE", False), ("True", True),
-                                            ("true", True), ("tRuE", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, expected",
+    [("False", False), ("false", False), ("FALSE", False), ("True", True), ("true", True), ("tRuE", True)],
+)
 def test_bools_accept_only_true_and_false(text, expected):
     cfg = MEGA.config("tiny", sets(f"tied_embeddings={text}", f"swiglu={text}"))
     assert cfg["tied_embeddings"] is expected and cfg["swiglu"] is expected
@@ -123,8 +219,14 @@ def test_bools_refuse_everything_else(text):
 
 
 def test_ints_refuse_fractions_and_bools():
-    for bad in (sets("num_layers=2.5"), {"num_layers": "2.5"}, {"num_layers": 2.5}, {"num_layers": 2.0},
-                sets("num_layers=true"), {"num_layers": "two"}):  # fmt: skip
+    for bad in (
+        sets("num_layers=2.5"),
+        {"num_layers": "2.5"},
+        {"num_layers": 2.5},
+        {"num_layers": 2.0},
+        sets("num_layers=true"),
+        {"num_layers": "two"},
+    ):
         with pytest.raises(GolfError, match=r"config key 'num_layers' of model 'llama' must be int, got"):
             LLAMA.config("tiny", bad)
     assert LLAMA.config("tiny", sets("num_layers=6"))["num_layers"] == 6
@@ -140,7 +242,9 @@ def test_floats_accept_numbers_and_numeric_text():
     base = LLAMA.config("tiny", sets("rope_base=20000"))["rope_base"]
     assert base == 20000.0 and type(base) is float
     for bad in ("nan", "inf", "lr", "true"):
-        with pytest.raises(GolfError, match=r"config key 'matrix_lr' of model 'llama' must be float \(a finite number\)"):
+        with pytest.raises(
+            GolfError, match=r"config key 'matrix_lr' of model 'llama' must be float \(a finite number\)"
+        ):
             LLAMA.config("tiny", sets(f"matrix_lr={bad}"))
 
 
@@ -185,8 +289,17 @@ def artifact(spec, preset: str, config: dict, stored: dict) -> bytes:
 
 
 def test_artifact_is_scored_with_its_model_part_and_the_presets_recipe():
-    cfg = LLAMA.config("tiny", {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1,
-                                "train_batch_tokens": 1024, "matrix_lr": 0.01})  # fmt: skip
+    cfg = LLAMA.config(
+        "tiny",
+        {
+            "num_layers": 2,
+            "model_dim": 64,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "train_batch_tokens": 1024,
+            "matrix_lr": 0.01,
+        },
+    )
     part = LLAMA.model_part(cfg)
     assert set(part) == set(LLAMA.model_keys) and part["num_layers"] == 2 and "matrix_lr" not in part
     loaded = load_artifact_model(artifact(LLAMA, "tiny", cfg, part))
@@ -205,8 +318,10 @@ def test_old_artifacts_with_the_whole_config_still_load():
 
 def test_artifact_configs_are_checked_like_overrides():
     cfg = LLAMA.config("tiny")
-    for stored, match in [({**LLAMA.model_part(cfg), "evil": 1}, "unknown config key 'evil'"),
-                          ({**LLAMA.model_part(cfg), "num_layers": 2.5}, "must be int, got")]:  # fmt: skip
+    for stored, match in [
+        ({**LLAMA.model_part(cfg), "evil": 1}, "unknown config key 'evil'"),
+        ({**LLAMA.model_part(cfg), "num_layers": 2.5}, "must be int, got"),
+    ]:
         with pytest.raises(GolfError, match=match):
             load_artifact_model(artifact(LLAMA, "tiny", cfg, stored))
 
@@ -233,11 +348,30 @@ def test_golf_models_json_lists_every_preset():
 # Today's assignment, frozen from the rules the backends used before the declaration (each rule's output was
 # computed on every preset below and agreed between torch and JAX): per-layer name lists, top-level names.
 
-LLAMA_MATRICES = ["attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"]
+LLAMA_MATRICES = [
+    "attn.c_q.weight",
+    "attn.c_k.weight",
+    "attn.c_v.weight",
+    "attn.proj.weight",
+    "mlp.fc.weight",
+    "mlp.proj.weight",
+]
 LLAMA_SCALARS = ["attn_scale", "mlp_scale", "resid_mix", "attn.q_gain"]
 MEGA_MATRICES = ["wz.weight", "wv.weight", "wr.weight", "wh1.weight", "wh2.weight", "ffn.w1.weight", "ffn.w2.weight"]
-MEGA_CONTROL = ["tsnorm.weight", "tsnorm.bias", "cema.alpha", "cema.delta", "cema.theta", "cema.gamma", "cema.omega",
-                "rmsnorm.weight", "qk_gamma", "qk_beta", "ffn_norm.weight", "ffn_norm.bias"]  # fmt: skip
+MEGA_CONTROL = [
+    "tsnorm.weight",
+    "tsnorm.bias",
+    "cema.alpha",
+    "cema.delta",
+    "cema.theta",
+    "cema.gamma",
+    "cema.omega",
+    "rmsnorm.weight",
+    "qk_gamma",
+    "qk_beta",
+    "ffn_norm.weight",
+    "ffn_norm.bias",
+]
 MEGA_BIASES = ["wz.bias", "wv.bias", "wr.bias", "wh1.bias"]
 
 
@@ -250,22 +384,36 @@ def today(model: str, cfg: dict) -> tuple[dict[tuple[str, str], set[str]], set[s
     L = cfg["num_layers"]
     if model == "llama":
         scalars = {"skip_weights"} | per_layer("blocks", L, LLAMA_SCALARS)
-        return {("adam", "tied_embed_lr"): {"tok_emb.weight"}, ("muon", "matrix_lr"): per_layer("blocks", L, LLAMA_MATRICES),
-                ("adam", "scalar_lr"): scalars}, scalars  # fmt: skip
+        return {
+            ("adam", "tied_embed_lr"): {"tok_emb.weight"},
+            ("muon", "matrix_lr"): per_layer("blocks", L, LLAMA_MATRICES),
+            ("adam", "scalar_lr"): scalars,
+        }, scalars
     matrices = MEGA_MATRICES + (["ffn.w3.weight"] if cfg["swiglu"] else [])
     control = per_layer("layers", L, MEGA_CONTROL) | {"final_norm.weight", "final_norm.bias"}
-    rest = control | per_layer("layers", L, MEGA_BIASES) | {"embed.weight"} | ({"lm_head.weight"} if not cfg["tied_embeddings"] else set())
+    rest = (
+        control
+        | per_layer("layers", L, MEGA_BIASES)
+        | {"embed.weight"}
+        | ({"lm_head.weight"} if not cfg["tied_embeddings"] else set())
+    )
     return {("muon", "matrix_lr"): per_layer("layers", L, matrices), ("adam", "adam_lr"): rest}, control
 
 
 # counts of the frozen assignment, as printed by the old rules: {(optimizer, lr key): n}, n control tensors
 TODAY_COUNTS = {
     ("llama", "tiny", ()): ({("adam", "tied_embed_lr"): 1, ("muon", "matrix_lr"): 24, ("adam", "scalar_lr"): 17}, 17),
-    ("llama", "baseline", ()): ({("adam", "tied_embed_lr"): 1, ("muon", "matrix_lr"): 54, ("adam", "scalar_lr"): 37}, 37),
+    ("llama", "baseline", ()): (
+        {("adam", "tied_embed_lr"): 1, ("muon", "matrix_lr"): 54, ("adam", "scalar_lr"): 37},
+        37,
+    ),
     ("megalodon", "tiny", ()): ({("muon", "matrix_lr"): 16, ("adam", "adam_lr"): 35}, 26),
     ("megalodon", "golf16", ()): ({("muon", "matrix_lr"): 32, ("adam", "adam_lr"): 67}, 50),
-    ("megalodon", "tiny", (("swiglu", False), ("tied_embeddings", False))): ({("muon", "matrix_lr"): 14, ("adam", "adam_lr"): 36}, 26),
-}  # fmt: skip
+    ("megalodon", "tiny", (("swiglu", False), ("tied_embeddings", False))): (
+        {("muon", "matrix_lr"): 14, ("adam", "adam_lr"): 36},
+        26,
+    ),
+}
 
 
 @pytest.mark.parametrize("model, preset, overrides", sorted(TODAY_COUNTS), ids=lambda x: str(x))
@@ -315,8 +463,9 @@ def test_group_rules_must_cover_each_tensor_once():
 
 def test_momentum_schedules():
     llama = LLAMA.momentum_schedule(LLAMA.config("tiny"))  # 0.85 -> 0.95 over 50 steps
-    np.testing.assert_allclose([llama.at(s) for s in (0, 10, 25, 50, 51, 1000)], [0.85, 0.87, 0.90, 0.95, 0.95, 0.95],
-                               rtol=1e-15)  # fmt: skip
+    np.testing.assert_allclose(
+        [llama.at(s) for s in (0, 10, 25, 50, 51, 1000)], [0.85, 0.87, 0.90, 0.95, 0.95, 0.95], rtol=1e-15
+    )
     mega = MEGA.momentum_schedule(MEGA.config("tiny", {"muon_momentum": 0.9}))
     assert [mega.at(s) for s in (0, 1, 100)] == [0.9, 0.9, 0.9]
 
@@ -326,9 +475,21 @@ def test_momentum_schedules():
 
 MICRO = {
     "llama": dict(vocab_size=64, num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2, seq_len=16),
-    "megalodon": dict(vocab_size=61, num_layers=2, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,
-                      cema_ndim=4, chunk_size=8, norm_num_groups=4, seq_len=24, tied_embeddings=False),
-}  # fmt: skip
+    "megalodon": dict(
+        vocab_size=61,
+        num_layers=2,
+        model_dim=24,
+        num_heads=2,
+        z_dim=12,
+        value_dim=16,
+        ffn_hidden_dim=40,
+        cema_ndim=4,
+        chunk_size=8,
+        norm_num_groups=4,
+        seq_len=24,
+        tied_embeddings=False,
+    ),
+}
 
 
 @pytest.mark.parametrize("model", sorted(MICRO))
@@ -372,10 +533,35 @@ def test_run_artifact_holds_the_model_part_and_verifies(shakespeare_dir, tmp_pat
     from harness.artifact import unpack
 
     data = small_dataset(shakespeare_dir, tmp_path / "shakespeare_sp1024", train_tokens=8192)
-    micro = ["num_layers=2", "model_dim=64", "num_heads=2", "num_kv_heads=1", "train_batch_tokens=1024", "matrix_lr=2e-2"]
-    res = golf("run", "--track", "fixed-data", "--model", "llama", "--preset", "tiny", "--data", data, "--budget", 2048,
-               "--eval-stride", "256", *[a for kv in micro for a in ("--set", kv)], "--out", tmp_path / "runs",
-               "--run-id", "c0", "--json")  # fmt: skip
+    micro = [
+        "num_layers=2",
+        "model_dim=64",
+        "num_heads=2",
+        "num_kv_heads=1",
+        "train_batch_tokens=1024",
+        "matrix_lr=2e-2",
+    ]
+    res = golf(
+        "run",
+        "--track",
+        "fixed-data",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--data",
+        data,
+        "--budget",
+        2048,
+        "--eval-stride",
+        "256",
+        *[a for kv in micro for a in ("--set", kv)],
+        "--out",
+        tmp_path / "runs",
+        "--run-id",
+        "c0",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     run_dir = tmp_path / "runs" / "fixed-data" / "dev" / "c0"
     manifest = json.loads((run_dir / "run.json").read_text())

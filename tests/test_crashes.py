@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from golf_helpers import ENV, ROOT, RUN_ARGS, TMP_NAME, golf, golf_ok, small_dataset
+
 from harness import artifact as art
 from harness.records import validate_result
 
@@ -39,7 +39,9 @@ TRIGGERS = {
     "setup": lambda d: d.exists(),
     "first-step": lambda d: 1 in _step_events(d),
     "evaluation": lambda d: 2 in _step_events(d),  # the last step is logged, then evaluation starts
-    "artifact": lambda d: (d / "artifact.golf").exists() or any(p.name.startswith(".artifact.golf.") for p in d.iterdir()),
+    "artifact": lambda d: (
+        (d / "artifact.golf").exists() or any(p.name.startswith(".artifact.golf.") for p in d.iterdir())
+    ),
     "result": lambda d: (d / "result.json").exists(),
 }
 
@@ -47,8 +49,27 @@ TRIGGERS = {
 def _kill_run(data: Path, out: Path, run_id: str, plan) -> float | None:
     """Start `golf run`; SIGKILL it when plan(run_dir) first holds, or after `plan` seconds. Returns when it was
     killed, or None if it finished first (which must then be a success)."""
-    cmd = [sys.executable, "-m", "harness.cli", "run", *RUN_ARGS, "--backend", "torch", "--model", "llama", "--preset", "tiny",
-           "--data", str(data), "--budget", str(BUDGET), "--out", str(out), "--run-id", run_id]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        *RUN_ARGS,
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--budget",
+        str(BUDGET),
+        "--out",
+        str(out),
+        "--run-id",
+        run_id,
+    ]
     d = out / "fixed-data" / "dev" / run_id
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from golf_helpers import golf, golf_ok
+
 from harness.data import fineweb
 from harness.data.dataset import Dataset, verify
 from harness.data.manifest import read_manifest, sha256_file, write_manifest
@@ -200,10 +200,14 @@ def _fake_export(root: Path, tokenizer: Path, train: int = 3, val: list[list[int
     sp = load_tokenizer(tokenizer)
     texts = {d.name: d.text for d in load_documents()}
     for i in range(train):
-        write_shard(shard_dir / f"fineweb_train_{i:06d}.bin", np.r_[1, sp.encode(texts["hamlet"])[i * 1000 :][: 999 + i]])
+        write_shard(
+            shard_dir / f"fineweb_train_{i:06d}.bin", np.r_[1, sp.encode(texts["hamlet"])[i * 1000 :][: 999 + i]]
+        )
     if val is None:
         val = [sp.encode(texts["sonnets"])[:500], sp.encode(texts["tempest"])[:300]]
-        assert all(not sp.is_byte(d[-1]) and sp.id_to_piece(d[-1]) != "\u2581" for d in val)  # whole characters, no trailing space
+        assert all(
+            not sp.is_byte(d[-1]) and sp.id_to_piece(d[-1]) != "\u2581" for d in val
+        )  # whole characters, no trailing space
     write_shard(shard_dir / "fineweb_val_000000.bin", np.concatenate([np.r_[1, d] for d in val]))
     # A CaseOps byte sidecar matches `fineweb_val_*.bin` but is not a val shard.
     write_shard(shard_dir / "fineweb_val_bytes_000000.bin", np.random.default_rng(1).integers(0, 5, 802))
@@ -269,7 +273,9 @@ def test_fineweb_download_path_uses_the_remote_manifest(shakespeare: Dataset, tm
     assert json.loads((out / "manifest.json").read_text())["build"]["source"] == "hf://datasets/someone/else/datasets"
 
 
-def test_fineweb_fetch_checks_ids_val_and_bytes_before_installing_anything(shakespeare: Dataset, tmp_path: Path) -> None:
+def test_fineweb_fetch_checks_ids_val_and_bytes_before_installing_anything(
+    shakespeare: Dataset, tmp_path: Path
+) -> None:
     """Each refusal is one line, and the destination (even its parent folder) is never created."""
     out = tmp_path / "deep" / "fineweb_sp1024"
     shard_dir = Path("datasets") / "fineweb10B_sp1024"
@@ -284,7 +290,9 @@ def test_fineweb_fetch_checks_ids_val_and_bytes_before_installing_anything(shake
     )
 
     empty = _fake_export(tmp_path / "empty", shakespeare.tokenizer_path, val=[[]])
-    with pytest.raises(GolfError, match=r"^the val split of variant sp1024 has 1 token\(s\), nothing to score; check --source$"):
+    with pytest.raises(
+        GolfError, match=r"^the val split of variant sp1024 has 1 token\(s\), nothing to score; check --source$"
+    ):
         fineweb.fetch(out, train_shards=1, source=empty)
 
     sp = load_tokenizer(shakespeare.tokenizer_path)
@@ -306,7 +314,9 @@ def test_fineweb_fetch_refuses_a_lossy_tokenizer_unless_allowed(shakespeare: Dat
     """The export has no raw text: the probe and the decoded val documents are what can be checked."""
     texts = {d.name: d.text for d in load_documents()}
     folding = train_tokenizer(
-        [texts[n] for n in ("hamlet", "lear", "othello")], tmp_path / "cf.model", options={"normalization_rule_name": "nmt_nfkc_cf"}
+        [texts[n] for n in ("hamlet", "lear", "othello")],
+        tmp_path / "cf.model",
+        options={"normalization_rule_name": "nmt_nfkc_cf"},
     )
     assert load_tokenizer(folding).vocab_size() == 1024
     src = _fake_export(tmp_path / "src", folding)
@@ -327,7 +337,9 @@ def test_fineweb_fetch_refuses_a_lossy_tokenizer_unless_allowed(shakespeare: Dat
     assert report["ok"] and report["lossy"] is True and report["id"] == "fineweb_sp1024-lossy"
     assert report["lossy_reason"].startswith("decode(encode(text)) of the probe text differs")
     res = golf("data", "verify", out)
-    assert res.returncode == 1 and "is a lossy dataset" in res.stderr and "pass --allow-lossy to accept it" in res.stderr
+    assert (
+        res.returncode == 1 and "is a lossy dataset" in res.stderr and "pass --allow-lossy to accept it" in res.stderr
+    )
 
 
 # ---------------------------------------------------------------------------------------------- batch stream

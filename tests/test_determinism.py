@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from golf_helpers import ENV, ROOT, small_dataset
+
 from harness.backend import get_backend
 
 DRIVER = """
@@ -32,9 +32,17 @@ for backend, model, seed in runs:
 
 def _run_all(jobs: list[tuple[str, list[tuple[str, int]], Path]], data: Path) -> None:
     """One process per job, all at once (each is single-threaded); every run must end `ok`."""
-    procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(data), str(out), json.dumps([[backend, m, s] for m, s in runs])],
-                              cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for backend, runs, out in jobs]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(data), str(out), json.dumps([[backend, m, s] for m, s in runs])],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for backend, runs, out in jobs
+    ]
     try:
         for proc in procs:
             _, stderr = proc.communicate(timeout=600)
@@ -49,8 +57,13 @@ def _record(out: Path, model: str, backend: str, seed: int) -> dict:
     d = out / "fixed-data" / "dev" / f"{model}-{backend}-s{seed}"
     result = json.loads((d / "result.json").read_text())
     losses = [e["loss"] for e in map(json.loads, (d / "events.jsonl").read_text().splitlines()) if "step" in e]
-    return {"val_bpb": result["val_bpb"], "pre_quant": result["pre_quant_val_bpb"], "artifact": result["artifact_sha256"],
-            "losses": losses, "steps": result["steps"]}  # fmt: skip
+    return {
+        "val_bpb": result["val_bpb"],
+        "pre_quant": result["pre_quant_val_bpb"],
+        "artifact": result["artifact_sha256"],
+        "losses": losses,
+        "steps": result["steps"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +85,27 @@ print(hashlib.sha256(art.pack(init_weights(spec, cfg, 3), spec.is_control, meta)
 
 def test_the_same_weights_pack_to_the_same_artifact_bytes_in_every_process() -> None:
     # Each process hashes its dicts with another random seed; the container must not depend on it.
-    digests = {subprocess.run([sys.executable, "-c", PACK], cwd=ROOT, env={**ENV, "PYTHONHASHSEED": str(seed)},
-                              capture_output=True, text=True, check=True).stdout for seed in (1, 2, 3)}  # fmt: skip
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", PACK],
+            cwd=ROOT,
+            env={**ENV, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in (1, 2, 3)
+    }
     assert len(digests) == 1, digests
 
 
 def test_every_landed_pair_is_covered() -> None:
     assert {(m, b) for b in ("torch", "jax") for m in get_backend(b).models()} == {
-        ("llama", "torch"), ("megalodon", "torch"), ("llama", "jax"), ("megalodon", "jax")}  # fmt: skip
+        ("llama", "torch"),
+        ("megalodon", "torch"),
+        ("llama", "jax"),
+        ("megalodon", "jax"),
+    }
 
 
 @pytest.mark.slow
@@ -87,10 +113,14 @@ def test_every_landed_pair_is_covered() -> None:
 def test_same_seed_same_bits_other_seed_other_bpb(backend: str, data: Path, tmp_path: Path) -> None:
     models = get_backend(backend).models()
     first, second = tmp_path / "first", tmp_path / "second"
-    _run_all([(backend, [(m, s) for s in (0, 1) for m in models], first), (backend, [(m, 0) for m in models], second)], data)
+    _run_all(
+        [(backend, [(m, s) for s in (0, 1) for m in models], first), (backend, [(m, 0) for m in models], second)], data
+    )
     for model in models:
         a, b = _record(first, model, backend, 0), _record(second, model, backend, 0)
         other = _record(first, model, backend, 1)
         assert a["steps"] == 2 and len(a["losses"]) == 2
         assert a == b, f"{model}@{backend}: seed 0 differs between two processes: {a} vs {b}"
-        assert other["val_bpb"] != a["val_bpb"] and other["losses"][0] != a["losses"][0], f"{model}@{backend}: seeds 0 and 1 agree"
+        assert other["val_bpb"] != a["val_bpb"] and other["losses"][0] != a["losses"][0], (
+            f"{model}@{backend}: seeds 0 and 1 agree"
+        )

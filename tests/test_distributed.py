@@ -17,9 +17,33 @@ LOSS_RTOL = 2e-4
 
 
 def _run(out: Path, data: Path, nproc: int) -> tuple[dict, list[dict]]:
-    args = [sys.executable, "-m", "harness.cli", "run", "--track", "fixed-data", "--backend", "torch", "--model", "llama",
-            "--preset", "tiny", "--seed", "3", "--data", str(data), "--budget", "40960", "--eval-stride", "256",
-            "--out", str(out), "--nproc-per-node", str(nproc), "--json"]
+    args = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        "--track",
+        "fixed-data",
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--seed",
+        "3",
+        "--data",
+        str(data),
+        "--budget",
+        "40960",
+        "--eval-stride",
+        "256",
+        "--out",
+        str(out),
+        "--nproc-per-node",
+        str(nproc),
+        "--json",
+    ]
     res = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     run_dir = out / "fixed-data" / "dev" / "llama-tiny-torch-s3-b40960"
@@ -37,5 +61,7 @@ def test_two_processes_match_one(shakespeare_dir, tmp_path):
         assert a["tokens"] == b["tokens"]
     assert two["train_tokens"] == one["train_tokens"] == 40960
     assert two["val_bpb"] == pytest.approx(one["val_bpb"], rel=1e-3)
-    manifest = json.loads((tmp_path / "two" / "fixed-data" / "dev" / "llama-tiny-torch-s3-b40960" / "run.json").read_text())
+    manifest = json.loads(
+        (tmp_path / "two" / "fixed-data" / "dev" / "llama-tiny-torch-s3-b40960" / "run.json").read_text()
+    )
     assert manifest["hardware"]["world_size"] == 2

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from golf_helpers import RUN_ARGS, files_under, golf, golf_ok, small_dataset
+
 from harness.records import validate_result
 
 
@@ -31,11 +31,31 @@ CASES = [
 
 
 @pytest.mark.parametrize("model, backend, lrs", CASES)
-def test_nan_loss_stops_the_run_as_diverged(model: str, backend: str, lrs: list[str], data: Path, tmp_path: Path) -> None:
+def test_nan_loss_stops_the_run_as_diverged(
+    model: str, backend: str, lrs: list[str], data: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "runs"
     sets = [a for lr in lrs for a in ("--set", lr)]
-    res = golf("run", *RUN_ARGS, "--backend", backend, "--model", model, "--preset", "tiny", "--data", data,
-               "--budget", "20480", "--out", out, "--run-id", "div", *sets, "--json")  # fmt: skip
+    res = golf(
+        "run",
+        *RUN_ARGS,
+        "--backend",
+        backend,
+        "--model",
+        model,
+        "--preset",
+        "tiny",
+        "--data",
+        data,
+        "--budget",
+        "20480",
+        "--out",
+        out,
+        "--run-id",
+        "div",
+        *sets,
+        "--json",
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     result = json.loads(res.stdout)
     d = out / "fixed-data" / "dev" / "div"
@@ -49,7 +69,12 @@ def test_nan_loss_stops_the_run_as_diverged(model: str, backend: str, lrs: list[
     assert result["val_bpb"] is None and result["artifact_bytes"] is None
 
     # A valid run directory: every record parses; no artifact of a broken model, no checkpoint, no temp file.
-    assert {f for f in files_under(d) if not f.startswith("code")} <= {"run.json", "events.jsonl", "result.json", "loss.png"}, files_under(d)
+    assert {f for f in files_under(d) if not f.startswith("code")} <= {
+        "run.json",
+        "events.jsonl",
+        "result.json",
+        "loss.png",
+    }, files_under(d)
     assert json.loads((d / "run.json").read_text())["config"][lrs[0].split("=")[0]] == float(lrs[0].split("=")[1])
     events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if "step" in e]
@@ -93,10 +118,24 @@ def test_a_non_finite_score_fails_the_run_naming_where(shakespeare_dir: Path, tm
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
     micro = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
     data = small_dataset(shakespeare_dir, tmp_path / "small")
-    result = runner.execute(runner.RunSpec(track="fixed-data", scale="dev", backend="torch", model="llama", preset="tiny",
-                                           data=str(data), budget=2048, out=str(tmp_path / "runs"), run_id="nan",
-                                           eval_stride=256, overrides=micro))  # fmt: skip
+    result = runner.execute(
+        runner.RunSpec(
+            track="fixed-data",
+            scale="dev",
+            backend="torch",
+            model="llama",
+            preset="tiny",
+            data=str(data),
+            budget=2048,
+            out=str(tmp_path / "runs"),
+            run_id="nan",
+            eval_stride=256,
+            overrides=micro,
+        )
+    )
     assert result["status"] == "failed" and result["val_bpb"] is None
     # window 1 of the first batch starts at val token 256 (stride 256 = context)
-    assert result["reason"].startswith("the scorer returned a non-finite NLL (nan) in the window starting at val token 256")
+    assert result["reason"].startswith(
+        "the scorer returned a non-finite NLL (nan) in the window starting at val token 256"
+    )
     assert validate_result(result) == []

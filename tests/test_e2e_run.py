@@ -17,8 +17,14 @@ ENV = {**os.environ, "GOLF_NO_PROGRESS": "1"}
 
 
 def golf(*args, check=True, cwd=ROOT):
-    res = subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=cwd, env=ENV,
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and res.returncode != 0:
         raise AssertionError(f"golf {' '.join(map(str, args))} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
@@ -40,9 +46,30 @@ def unigram_bpb(dataset_dir: Path) -> float:
 @pytest.fixture(scope="module")
 def torch_run(shakespeare_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    res = golf("run", "--track", "fixed-data", "--scale", "dev", "--backend", "torch", "--model", "llama",
-               "--preset", "tiny", "--seed", "0", "--data", shakespeare_dir, "--budget", "65536",
-               "--eval-stride", "256", "--out", out, "--json")
+    res = golf(
+        "run",
+        "--track",
+        "fixed-data",
+        "--scale",
+        "dev",
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--seed",
+        "0",
+        "--data",
+        shakespeare_dir,
+        "--budget",
+        "65536",
+        "--eval-stride",
+        "256",
+        "--out",
+        out,
+        "--json",
+    )
     return out, json.loads(res.stdout)
 
 
@@ -51,9 +78,31 @@ def test_result_json_is_complete_and_consistent(torch_run, shakespeare_dir):
     run_dir = out / "fixed-data" / "dev" / "llama-tiny-torch-s0-b65536"
     on_disk = json.loads((run_dir / "result.json").read_text())
     assert on_disk == result
-    for key in ("status", "track", "scale", "backend", "model", "preset", "seed", "val_bpb", "val_loss", "val_nll_sum",
-                "val_tokens", "val_bytes", "pre_quant_val_bpb", "artifact_bytes", "code_bytes", "model_bytes",
-                "train_tokens", "train_flops", "train_seconds", "steps", "eval_seconds", "eval_stride", "unofficial"):
+    for key in (
+        "status",
+        "track",
+        "scale",
+        "backend",
+        "model",
+        "preset",
+        "seed",
+        "val_bpb",
+        "val_loss",
+        "val_nll_sum",
+        "val_tokens",
+        "val_bytes",
+        "pre_quant_val_bpb",
+        "artifact_bytes",
+        "code_bytes",
+        "model_bytes",
+        "train_tokens",
+        "train_flops",
+        "train_seconds",
+        "steps",
+        "eval_seconds",
+        "eval_stride",
+        "unofficial",
+    ):
         assert key in result, key
     assert result["status"] == "ok" and result["unofficial"] is True
     assert result["train_tokens"] == 65536 and result["steps"] == 16

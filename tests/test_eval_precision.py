@@ -20,6 +20,7 @@ pytest.importorskip("jax")
 import reference_llama  # noqa: E402
 import reference_megalodon  # noqa: E402
 from golf_helpers import golf, golf_ok, one_line_error, small_dataset  # noqa: E402
+
 from harness.artifact import pack  # noqa: E402
 from harness.backend import get_backend  # noqa: E402
 from harness.data.dataset import Dataset  # noqa: E402
@@ -129,8 +130,18 @@ def test_unknown_precisions_are_refused():
 # a run scored in bf16 verifies at bf16, with either backend
 
 
-MICRO = ["--set", "num_layers=2", "--set", "model_dim=64", "--set", "num_heads=2", "--set", "num_kv_heads=1",
-         "--set", "train_batch_tokens=1024"]  # fmt: skip
+MICRO = [
+    "--set",
+    "num_layers=2",
+    "--set",
+    "model_dim=64",
+    "--set",
+    "num_heads=2",
+    "--set",
+    "num_kv_heads=1",
+    "--set",
+    "train_batch_tokens=1024",
+]
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +157,28 @@ def bf16_run(shakespeare_dir, tmp_path_factory) -> tuple[Path, dict, dict]:
     (tracks / "fixed-data.toml").write_text(text)
     env = {"GOLF_TRACKS_DIR": str(tracks)}
     data = small_dataset(shakespeare_dir, root / "shakespeare_sp1024", train_tokens=16_384)
-    res = golf_ok("run", "--track", "fixed-data", "--model", "llama", "--preset", "tiny", "--data", data,
-                  "--budget", 4096, "--eval-stride", 256, *MICRO, "--out", root / "runs", "--run-id", "b0", "--json",
-                  env=env)  # fmt: skip
+    res = golf_ok(
+        "run",
+        "--track",
+        "fixed-data",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--data",
+        data,
+        "--budget",
+        4096,
+        "--eval-stride",
+        256,
+        *MICRO,
+        "--out",
+        root / "runs",
+        "--run-id",
+        "b0",
+        "--json",
+        env=env,
+    )
     return root / "runs" / "fixed-data" / "dev" / "b0", json.loads(res.stdout), env
 
 
@@ -186,7 +216,9 @@ def test_golf_eval_takes_the_precision(bf16_run, shakespeare_dir, tmp_path):
     fp32 = json.loads(golf_ok("eval", art, "--data", data, "--stride", 256, "--json").stdout)
     assert bf16["eval_precision"] == "bf16" and fp32["eval_precision"] == "fp32"
     assert bf16["val_nll_sum"] == result["val_nll_sum"]  # what the run itself scored
-    assert fp32["val_nll_sum"] != bf16["val_nll_sum"] and math.isclose(fp32["val_bpb"], bf16["val_bpb"], rel_tol=BF16_RTOL)
+    assert fp32["val_nll_sum"] != bf16["val_nll_sum"] and math.isclose(
+        fp32["val_bpb"], bf16["val_bpb"], rel_tol=BF16_RTOL
+    )
     one_line_error(golf("eval", art, "--data", data, "--precision", "fp16"), "--precision", "fp32 or bf16")
 
 
@@ -198,8 +230,9 @@ def test_a_run_scored_once_exports_and_ranks(bf16_run, tmp_path):
     golf_ok("validate-submission", records, env=env)
     sub = json.loads((records / "submission.json").read_text())
     assert "pre_quant_val_bpb" not in sub["seed_results"]["0"] and sub["val_bpb"] == pytest.approx(result["val_bpb"])
-    board = json.loads(golf_ok("leaderboard", "--runs", run_dir.parents[2], "--format", "json", "--include-unofficial",
-                               env=env).stdout)  # fmt: skip
+    board = json.loads(
+        golf_ok("leaderboard", "--runs", run_dir.parents[2], "--format", "json", "--include-unofficial", env=env).stdout
+    )
     entries = [e for b in board["boards"] for e in b["entries"]]
     assert [e["mean_val_bpb"] for e in entries] == [pytest.approx(result["val_bpb"])] and not board["warnings"], board
 

@@ -11,8 +11,8 @@ import json
 
 import numpy as np
 import pytest
-
 from golf_helpers import RUN_ARGS, golf, golf_ok, small_dataset
+
 from harness.distributed import check_world, fixed_data_plan, pad_rows
 from harness.errors import GolfError
 
@@ -46,8 +46,28 @@ def test_plan_edges():
 
 
 def _run(out, data, nproc: int) -> tuple[dict, list[dict]]:
-    res = golf("run", *RUN_ARGS, "--backend", "torch", "--model", "llama", "--seed", "1", "--data", data,
-               "--budget", "4352", "--out", out, "--run-id", "r", "--nproc-per-node", nproc, "--json", timeout=900)  # fmt: skip
+    res = golf(
+        "run",
+        *RUN_ARGS,
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--seed",
+        "1",
+        "--data",
+        data,
+        "--budget",
+        "4352",
+        "--out",
+        out,
+        "--run-id",
+        "r",
+        "--nproc-per-node",
+        nproc,
+        "--json",
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     d = out / "fixed-data" / "dev" / "r"
     events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines()]

@@ -27,10 +27,10 @@ from harness.models import get_spec
 
 B = 4  # sequences in the counted batch: FLOPs per token do not depend on it
 
+
 def _no_score(run, state, result, code, coll):
     """Evaluation stubbed out: the loop is what these tests check. Placeholder numbers keep the record valid."""
     result.update(val_bpb=0.0, val_nll_sum=0.0, val_bytes=1, artifact_bytes=code, model_bytes=0)
-
 
 
 def _llama_tiny():
@@ -50,15 +50,18 @@ def _batch(config) -> np.ndarray:
 def test_matmul_params_in_the_formula_are_the_model_matrices():
     spec, c = _llama_tiny()
     shapes = spec.shapes(c)
-    matrices = sum(math.prod(s) for n, s in shapes.items() if n.endswith(".weight") and len(s) == 2 and n != "tok_emb.weight")
+    matrices = sum(
+        math.prod(s) for n, s in shapes.items() if n.endswith(".weight") and len(s) == 2 and n != "tok_emb.weight"
+    )
     lm_head = math.prod(shapes["tok_emb.weight"])  # tied, but the head matmul is executed
     assert spec.flops_per_token(c)["matmul"] == 6 * (matrices + lm_head)
     # executed FLOPs: a looped megalodon layer pays for each pass (matrices, attention and CEMA alike)
     mega = get_spec("megalodon")
     m1, m2 = mega.config("tiny"), mega.config("tiny", {"loops": 2})
     shapes = mega.shapes(m1)
-    layer_matrices = sum(math.prod(s) for n, s in shapes.items() if n.startswith("layers.") and n.endswith(".weight")
-                         and len(s) == 2)  # fmt: skip
+    layer_matrices = sum(
+        math.prod(s) for n, s in shapes.items() if n.startswith("layers.") and n.endswith(".weight") and len(s) == 2
+    )
     f1, f2 = mega.flops_per_token(m1), mega.flops_per_token(m2)
     assert f2["matmul"] - f1["matmul"] == 6 * layer_matrices
     assert f2["attention"] == 2 * f1["attention"] and f2["cema"] == 2 * f1["cema"]
@@ -91,9 +94,11 @@ def test_torch_flop_counter_agrees_with_the_formula_on_llama_tiny():
     matmul = by_op.pop("aten.mm")
     assert not by_op, f"ops counted besides aten.mm: {by_op}"
     attention = total - matmul  # what the CPU SDPA mapping adds
-    print(f"\ntorch llama/tiny, {n} tokens: formula matmul {f['matmul']:.4e} attention {f['attention']:.4e} total"
-          f" {f['total']:.4e}; counter mm {matmul:.4e} (x{matmul / f['matmul']:.4f}) sdpa {attention:.4e}"
-          f" (x{attention / f['attention']:.4f}) total {total:.4e} (x{total / f['total']:.4f})")
+    print(
+        f"\ntorch llama/tiny, {n} tokens: formula matmul {f['matmul']:.4e} attention {f['attention']:.4e} total"
+        f" {f['total']:.4e}; counter mm {matmul:.4e} (x{matmul / f['matmul']:.4f}) sdpa {attention:.4e}"
+        f" (x{attention / f['attention']:.4f}) total {total:.4e} (x{total / f['total']:.4f})"
+    )
     assert abs(matmul / f["matmul"] - 1) < 0.10  # the contract: within 10% on the matmul part
     assert matmul == pytest.approx(f["matmul"], rel=1e-9)  # in fact identical: 6 x matmul params x tokens
     assert attention == pytest.approx(14 * T * T * d * L * B, rel=1e-9)  # full square, fwd 4 + bwd 10
@@ -105,9 +110,11 @@ def _dot_flops(hlo: str) -> dict[str, int]:
     """FLOPs of every stablehlo.dot_general (2 x output elements x contracted size), split into the model's
     dense matmuls (no batch dims), attention (batched over batch and heads: two or more batch dims) and the rest
     (the optimizer's Newton-Schulz products, batched over stacked matrices: one batch dim)."""
-    dot = re.compile(r"stablehlo\.dot_general\s+%[^,]+,\s*%[^,]+,\s*(?:batching_dims = \[([\d, ]*)\] x \[[\d, ]*\],\s*)?"
-                     r"contracting_dims = \[([\d, ]*)\] x \[[\d, ]*\].*?:\s*\(tensor<([\dx]+)x\w+>,\s*tensor<([\dx]+)x\w+>\)"
-                     r"\s*->\s*tensor<([\dx]+)x\w+>")  # fmt: skip
+    dot = re.compile(
+        r"stablehlo\.dot_general\s+%[^,]+,\s*%[^,]+,\s*(?:batching_dims = \[([\d, ]*)\] x \[[\d, ]*\],\s*)?"
+        r"contracting_dims = \[([\d, ]*)\] x \[[\d, ]*\].*?:\s*\(tensor<([\dx]+)x\w+>,\s*tensor<([\dx]+)x\w+>\)"
+        r"\s*->\s*tensor<([\dx]+)x\w+>"
+    )
     out = {"dense": 0, "attention": 0, "other": 0, "count": 0}
     for m in dot.finditer(hlo):
         batch, contract, lhs, rhs, res = m.groups()
@@ -145,10 +152,12 @@ def test_jax_cost_analysis_agrees_with_the_formula_on_llama_tiny():
     dots = _dot_flops(hlo)
     assert dots["count"] > 0
     elementwise = total - dots["dense"] - dots["attention"] - dots["other"]
-    print(f"\njax llama/tiny, {n} tokens: formula matmul {f['matmul']:.4e} attention {f['attention']:.4e} total"
-          f" {f['total']:.4e}; XLA dense dots {dots['dense']:.4e} (x{dots['dense'] / f['matmul']:.4f}) attention dots"
-          f" {dots['attention']:.4e} (x{dots['attention'] / f['attention']:.4f}) optimizer dots {dots['other']:.4e}"
-          f" elementwise+rest {elementwise:.4e}; cost_analysis total {total:.4e} (x{total / f['total']:.4f})")
+    print(
+        f"\njax llama/tiny, {n} tokens: formula matmul {f['matmul']:.4e} attention {f['attention']:.4e} total"
+        f" {f['total']:.4e}; XLA dense dots {dots['dense']:.4e} (x{dots['dense'] / f['matmul']:.4f}) attention dots"
+        f" {dots['attention']:.4e} (x{dots['attention'] / f['attention']:.4f}) optimizer dots {dots['other']:.4e}"
+        f" elementwise+rest {elementwise:.4e}; cost_analysis total {total:.4e} (x{total / f['total']:.4f})"
+    )
     assert abs(dots["dense"] / f["matmul"] - 1) < 0.10
     assert dots["dense"] == pytest.approx(f["matmul"], rel=1e-9)
     # Block-causal attention (4 query blocks, block i attends i+1 key blocks): 10/16 of the full square,
@@ -177,11 +186,26 @@ def test_every_backend_is_charged_the_formula_and_logs_its_own_count(shakespeare
     runs = {}
     try:
         for backend in ("torch", "jax"):
-            result = runner.execute(runner.RunSpec(
-                track="flop-budget", scale="dev", backend=backend, model="llama", preset="tiny", data=str(shakespeare_dir),
-                budget=2.5 * step, out=str(tmp_path), run_id=backend, eval_stride=256, overrides=micro))  # fmt: skip
-            check = next(e for e in read_events(tmp_path / "flop-budget" / "dev" / backend / "events.jsonl")
-                         if e.get("event") == "flops_check")  # fmt: skip
+            result = runner.execute(
+                runner.RunSpec(
+                    track="flop-budget",
+                    scale="dev",
+                    backend=backend,
+                    model="llama",
+                    preset="tiny",
+                    data=str(shakespeare_dir),
+                    budget=2.5 * step,
+                    out=str(tmp_path),
+                    run_id=backend,
+                    eval_stride=256,
+                    overrides=micro,
+                )
+            )
+            check = next(
+                e
+                for e in read_events(tmp_path / "flop-budget" / "dev" / backend / "events.jsonl")
+                if e.get("event") == "flops_check"
+            )
             runs[backend] = (result, check)
     finally:
         torch.set_num_threads(threads)
@@ -215,8 +239,13 @@ flops = backend.compiler_flops(state, batch)
 print(json.dumps({"rows": rows, "flops": flops, "matmul": spec.flops_per_token(config)["matmul"] * rows * config["seq_len"],
                   "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["rows"] == 512
@@ -239,9 +268,25 @@ def test_a_failing_flop_cross_check_is_logged_not_fatal(shakespeare_dir, tmp_pat
 
     monkeypatch.setattr(get_backend("torch"), "compiler_flops", boom)
     micro = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
-    result = runner.execute(runner.RunSpec(track="fixed-data", scale="dev", backend="torch", model="llama", preset="tiny",
-                                           data=str(shakespeare_dir), budget=2048, out=str(tmp_path), run_id="x",
-                                           eval_stride=256, overrides=micro))  # fmt: skip
+    result = runner.execute(
+        runner.RunSpec(
+            track="fixed-data",
+            scale="dev",
+            backend="torch",
+            model="llama",
+            preset="tiny",
+            data=str(shakespeare_dir),
+            budget=2048,
+            out=str(tmp_path),
+            run_id="x",
+            eval_stride=256,
+            overrides=micro,
+        )
+    )
     assert result["status"] == "ok" and result["train_tokens"] == 2048
-    check = next(e for e in read_events(tmp_path / "fixed-data" / "dev" / "x" / "events.jsonl") if e.get("event") == "flops_check")
+    check = next(
+        e
+        for e in read_events(tmp_path / "fixed-data" / "dev" / "x" / "events.jsonl")
+        if e.get("event") == "flops_check"
+    )
     assert check["compiler_step_flops"] is None

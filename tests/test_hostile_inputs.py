@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-
 from golf_helpers import ROOT, RUN_ARGS, files_under, golf, golf_ok, one_line_error, rewrite_manifest, small_dataset
+
 from harness import artifact as art
 from harness.data.manifest import sha256_file
 from harness.data.shards import HEADER_BYTES, write_shard
@@ -105,7 +105,9 @@ def other_vocab_tokenizer(d):
 def empty_val(d):
     write_shard(d / VAL, np.zeros(0, dtype=np.uint16))
     _rehash(d)
-    rewrite_manifest(d, lambda m: ([s.update(tokens=0) for s in m["shards"] if s["split"] == "val"], m["docs"].update(val=[])))
+    rewrite_manifest(
+        d, lambda m: ([s.update(tokens=0) for s in m["shards"] if s["split"] == "val"], m["docs"].update(val=[]))
+    )
 
 
 def partial_manifest(d):
@@ -206,9 +208,15 @@ GOOD_TRACK = (Path(__file__).resolve().parent.parent / "tracks" / "fixed-data.to
 @pytest.mark.parametrize(
     "toml, needles",
     [
-        (GOOD_TRACK.replace('budget_kind = "tokens"', 'budget_kind = "tokens'), ["is malformed TOML", "fix or restore it"]),
+        (
+            GOOD_TRACK.replace('budget_kind = "tokens"', 'budget_kind = "tokens'),
+            ["is malformed TOML", "fix or restore it"],
+        ),
         (GOOD_TRACK.replace('budget_kind = "tokens"\n', ""), ["is missing or has a bad field ('budget_kind')"]),
-        (GOOD_TRACK.replace('budget_kind = "tokens"', 'budget_kind = "joules"'), ["budget_kind 'joules' must be one of"]),
+        (
+            GOOD_TRACK.replace('budget_kind = "tokens"', 'budget_kind = "joules"'),
+            ["budget_kind 'joules' must be one of"],
+        ),
         (GOOD_TRACK.replace("budget = 262_144", "budget = -1"), ["[dev] budget and eval_stride must be positive"]),
         (GOOD_TRACK.replace("budget = 262_144", 'budget = "lots"'), ["is missing or has a bad field"]),
         (GOOD_TRACK.replace('name = "fixed-data"', 'name = "../../evil"'), ["declares name '../../evil'"]),
@@ -223,7 +231,9 @@ def test_malformed_track_file_is_named(toml, needles, base: Path, tmp_path: Path
     path.write_bytes(toml if isinstance(toml, bytes) else toml.encode())
     env = {"GOLF_TRACKS_DIR": str(tracks)}
     out = tmp_path / "runs"
-    one_line_error(golf("run", *RUN_ARGS, "--data", base, "--budget", "4096", "--out", out, env=env), str(path), *needles)
+    one_line_error(
+        golf("run", *RUN_ARGS, "--data", base, "--budget", "4096", "--out", out, env=env), str(path), *needles
+    )
     assert not out.exists()
     one_line_error(golf("tracks", env=env), str(path), *needles)
 
@@ -234,8 +244,12 @@ def test_tracks_folder_from_the_environment(tmp_path: Path) -> None:
     (tracks / "sprint.toml").write_text(GOOD_TRACK.replace('name = "fixed-data"', 'name = "sprint"'))
     listed = json.loads(golf_ok("tracks", "--json", env={"GOLF_TRACKS_DIR": str(tracks)}).stdout)
     assert [t["name"] for t in listed] == ["sprint"]
-    one_line_error(golf("tracks", env={"GOLF_TRACKS_DIR": str(tmp_path / "nope")}), str(tmp_path / "nope"),
-                   "GOLF_TRACKS_DIR", "does not exist")  # fmt: skip
+    one_line_error(
+        golf("tracks", env={"GOLF_TRACKS_DIR": str(tmp_path / "nope")}),
+        str(tmp_path / "nope"),
+        "GOLF_TRACKS_DIR",
+        "does not exist",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,10 +305,14 @@ def _artifact_cases(tmp: Path, good: bytes) -> dict:
     flipped = bytearray(good)
     for i in range(64, len(flipped), 101):
         flipped[i] ^= 0xFF
-    huge = {"w": {"dtype": "F32", "shape": [25_000_000_000], "data_offsets": [0, 100_000_000_000]},
-            "__metadata__": {"format": art.FORMAT, "codec": "int8", "tensors": "{}"}}  # fmt: skip
-    wraps = {"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]},
-             "__metadata__": {"format": art.FORMAT, "codec": "int8", "tensors": "{}"}}  # fmt: skip
+    huge = {
+        "w": {"dtype": "F32", "shape": [25_000_000_000], "data_offsets": [0, 100_000_000_000]},
+        "__metadata__": {"format": art.FORMAT, "codec": "int8", "tensors": "{}"},
+    }
+    wraps = {
+        "w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]},
+        "__metadata__": {"format": art.FORMAT, "codec": "int8", "tensors": "{}"},
+    }
     safetensors_plain = art._safetensors_bytes({"w": np.zeros(3, np.float32)}, {"format": art.FORMAT})
     z = zstandard.ZstdCompressor().compress
     return {
@@ -323,8 +341,17 @@ def artifact_cases(tmp_path_factory, good_artifact):
 
 
 ARTIFACT_HINTS = ("re-create", "re-download", "written by `golf run`", "is this the right file?")
-ARTIFACT_CASES = ["pickle", "torch-save-zip", "zstd-of-a-pickle", "truncated-zstd", "corrupt-zstd", "not-zstd",
-                  "100GB-tensor-header", "dims-overflow-int64", "zstd-bomb"]  # fmt: skip
+ARTIFACT_CASES = [
+    "pickle",
+    "torch-save-zip",
+    "zstd-of-a-pickle",
+    "truncated-zstd",
+    "corrupt-zstd",
+    "not-zstd",
+    "100GB-tensor-header",
+    "dims-overflow-int64",
+    "zstd-bomb",
+]
 
 
 @pytest.mark.parametrize("case", ARTIFACT_CASES)
@@ -346,12 +373,17 @@ def test_hostile_artifact_is_refused_by_eval_and_inspect(case, artifact_cases, b
 def test_artifact_whose_tensors_do_not_match_the_spec(base: Path, tmp_path: Path) -> None:
     missing = tmp_path / "missing.golf"
     missing.write_bytes(_llama_tiny(lambda w: w.pop("blocks.3.mlp.proj.weight")))
-    one_line_error(golf("eval", missing, "--data", base, "--stride", "256"), f"{missing}: weights do not match llama",
-                   "missing ['blocks.3.mlp.proj.weight']", "another model/preset")  # fmt: skip
+    one_line_error(
+        golf("eval", missing, "--data", base, "--stride", "256"),
+        f"{missing}: weights do not match llama",
+        "missing ['blocks.3.mlp.proj.weight']",
+        "another model/preset",
+    )
     reshaped = tmp_path / "reshaped.golf"
     reshaped.write_bytes(_llama_tiny(lambda w: w.update({"tok_emb.weight": np.zeros((1024, 64), np.float32)})))
-    one_line_error(golf("eval", reshaped, "--data", base, "--stride", "256"), f"{reshaped}: ", "tok_emb.weight",
-                   "(1024, 64)")  # fmt: skip
+    one_line_error(
+        golf("eval", reshaped, "--data", base, "--stride", "256"), f"{reshaped}: ", "tok_emb.weight", "(1024, 64)"
+    )
     assert files_under(tmp_path) == {"missing.golf", "reshaped.golf"}
 
 
@@ -365,7 +397,9 @@ def test_artifact_over_the_cap_and_missing_files(good_artifact: bytes, tmp_path:
     assert "OVER THE CAP" in res.stdout
     code.write_bytes(b"#" * (art.CAP_BYTES - len(good_artifact)))  # the cap is inclusive
     assert "under the cap" in golf_ok("artifact", "inspect", path, "--code", code).stdout
-    one_line_error(golf("artifact", "inspect", path, "--code", tmp_path / "nope.py"), "nope.py", "cannot read code file")
+    one_line_error(
+        golf("artifact", "inspect", path, "--code", tmp_path / "nope.py"), "nope.py", "cannot read code file"
+    )
     one_line_error(golf("artifact", "inspect", tmp_path / "nope.golf"), "cannot read artifact", "nope.golf")
     assert files_under(tmp_path) == {"model.golf", "big_model.py"}
 
@@ -377,8 +411,24 @@ def test_artifact_over_the_cap_and_missing_files(good_artifact: bytes, tmp_path:
 @pytest.fixture(scope="module")
 def finished_run(base: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    golf_ok("run", *RUN_ARGS, "--backend", "torch", "--model", "llama", "--preset", "tiny", "--data", base,
-            "--budget", "4096", "--out", out, "--run-id", "good")  # fmt: skip
+    golf_ok(
+        "run",
+        *RUN_ARGS,
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--data",
+        base,
+        "--budget",
+        "4096",
+        "--out",
+        out,
+        "--run-id",
+        "good",
+    )
     return out / "fixed-data" / "dev" / "good"
 
 
@@ -440,12 +490,19 @@ def _unsafe_calls(source: str, label: str) -> list[str]:
             kw = {k.arg: k.value for k in node.keywords}
             if isinstance(func, ast.Name) and func.id in ("eval", "exec", "__import__"):
                 found.append(f"{where} calls {func.id}()")
-            if "allow_pickle" in kw and not (isinstance(kw["allow_pickle"], ast.Constant) and kw["allow_pickle"].value is False):
+            if "allow_pickle" in kw and not (
+                isinstance(kw["allow_pickle"], ast.Constant) and kw["allow_pickle"].value is False
+            ):
                 found.append(f"{where} passes allow_pickle other than False")
             if isinstance(func, ast.Attribute) and func.attr == "load" and owner == "torch":
                 if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
                     found.append(f"{where} calls torch.load without weights_only=True")
-            if isinstance(func, ast.Attribute) and func.attr == "load" and owner in ("np", "numpy") and "allow_pickle" not in kw:
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "load"
+                and owner in ("np", "numpy")
+                and "allow_pickle" not in kw
+            ):
                 found.append(f"{where} calls np.load without allow_pickle=False")
     return found
 
@@ -458,5 +515,8 @@ def test_no_code_path_can_unpickle_or_eval() -> None:
     # The scan sees each thing it looks for (and not a model's `.eval()` mode switch).
     probe = "import pickle\nimport numpy as np, torch\neval('1')\nnp.load('x', allow_pickle=True)\ntorch.load('y')\nm.eval()\n"
     assert _unsafe_calls(probe, "probe.py") == [
-        "probe.py:1 imports pickle", "probe.py:3 calls eval()", "probe.py:4 passes allow_pickle other than False",
-        "probe.py:5 calls torch.load without weights_only=True"]  # fmt: skip
+        "probe.py:1 imports pickle",
+        "probe.py:3 calls eval()",
+        "probe.py:4 passes allow_pickle other than False",
+        "probe.py:5 calls torch.load without weights_only=True",
+    ]

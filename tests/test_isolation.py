@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from golf_helpers import ENV, ROOT, RUN_ARGS, golf, golf_ok, one_line_error, rewrite_manifest, small_dataset
+
 from harness.data.manifest import MANIFEST_NAME, sha256_file
 
 # Runs one `golf run` in-process with an audit hook on every open(); the phase flips when the runner builds
@@ -58,9 +58,32 @@ def watched_run(shakespeare_dir: Path, tmp_path_factory) -> tuple[Path, Path, di
     tmp = tmp_path_factory.mktemp("iso")
     data = small_dataset(shakespeare_dir, tmp / "shakespeare_sp1024")
     out = tmp / "runs"
-    res = subprocess.run([sys.executable, "-c", DRIVER, "run", *RUN_ARGS, "--backend", "torch", "--model", "llama",
-                          "--data", str(data), "--budget", "8192", "--out", str(out), "--run-id", "iso"],
-                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            "run",
+            *RUN_ARGS,
+            "--backend",
+            "torch",
+            "--model",
+            "llama",
+            "--data",
+            str(data),
+            "--budget",
+            "8192",
+            "--out",
+            str(out),
+            "--run-id",
+            "iso",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return data, out / "fixed-data" / "dev" / "iso", json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -106,6 +129,8 @@ def test_a_val_shard_listed_as_train_is_refused(watched_run, tmp_path: Path) -> 
     d = Path(shutil.copytree(data, tmp_path / "shakespeare_sp1024"))
     rewrite_manifest(d, lambda m: m["shards"].append({**m["shards"][1], "split": "train"}))
     out = tmp_path / "runs"
-    one_line_error(golf("run", *RUN_ARGS, "--data", d, "--budget", "4096", "--out", out),
-                   "shard shakespeare_val_000000.bin is not named shakespeare_train_NNNNNN.bin")  # fmt: skip
+    one_line_error(
+        golf("run", *RUN_ARGS, "--data", d, "--budget", "4096", "--out", out),
+        "shard shakespeare_val_000000.bin is not named shakespeare_train_NNNNNN.bin",
+    )
     assert not out.exists()

@@ -40,7 +40,10 @@ def noisy_init(config: dict, seed: int) -> dict[str, np.ndarray]:
     """Canonical init plus noise: the zero-initialised output projections become non-zero, so every path counts."""
     rng = np.random.default_rng(seed)
     w = init_weights(SPEC, config, seed)
-    return {k: (v + 0.5 * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.05)).astype(np.float32) for k, v in w.items()}
+    return {
+        k: (v + 0.5 * rng.standard_normal(v.shape) * max(float(np.std(v)), 0.05)).astype(np.float32)
+        for k, v in w.items()
+    }
 
 
 def tokens(config: dict, rows: int, seed: int, length: int | None = None) -> np.ndarray:
@@ -53,8 +56,14 @@ def test_backend_contract():
     assert BACKEND.name == "jax" and BACKEND.models() == ["llama", "megalodon"]
     devices = BACKEND.devices()
     assert devices["count"] == len(devices["names"]) >= 1 and devices["kind"] == jax.default_backend()
-    assert {p.name for p in BACKEND.code_files("llama")} == {"__init__.py", "backend.py", "runtime.py", "optim.py",
-                                                            "layers.py", "llama.py"}
+    assert {p.name for p in BACKEND.code_files("llama")} == {
+        "__init__.py",
+        "backend.py",
+        "runtime.py",
+        "optim.py",
+        "layers.py",
+        "llama.py",
+    }
 
 
 @pytest.mark.parametrize("preset", ["baseline", "tiny"])
@@ -116,7 +125,10 @@ def test_optimizer_labels_rates_and_momentum_warmup():
     assert all(n.startswith("blocks.") and n.endswith(".weight") for n in muon)
     assert recipe.lrs["tok_emb.weight"] == config["tied_embed_lr"] and recipe.labels["tok_emb.weight"] == "adam"
     assert recipe.labels["skip_weights"] == recipe.labels["blocks.0.resid_mix"] == "adam"
-    assert recipe.lrs["skip_weights"] == config["scalar_lr"] and recipe.lrs["blocks.0.attn.c_q.weight"] == config["matrix_lr"]
+    assert (
+        recipe.lrs["skip_weights"] == config["scalar_lr"]
+        and recipe.lrs["blocks.0.attn.c_q.weight"] == config["matrix_lr"]
+    )
     momentum = optim.llama_momentum(config)
     np.testing.assert_allclose([float(momentum(s)) for s in range(6)], [0.85, 0.875, 0.9, 0.925, 0.95, 0.95], rtol=1e-6)
 
@@ -216,5 +228,6 @@ def test_blocked_causal_attention_equals_the_full_causal_square():
         np.testing.assert_allclose(blocked_causal_attention(q, k, v, blocks), full, rtol=1e-5, atol=1e-6)
     # a length the blocks do not divide falls back to the full square
     short = [x[:, :250] for x in (q, k, v)]
-    np.testing.assert_allclose(blocked_causal_attention(*short), jax.nn.dot_product_attention(*short, is_causal=True),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        blocked_causal_attention(*short), jax.nn.dot_product_attention(*short, is_causal=True), rtol=1e-5, atol=1e-6
+    )

@@ -23,13 +23,25 @@ from harness.models import get_spec  # noqa: E402
 
 SPEC = get_spec("megalodon")
 # Muon's share of a layer, written out here independently of harness/models.py's declaration
-MUON_SUFFIXES = ("wz.weight", "wv.weight", "wr.weight", "wh1.weight", "wh2.weight", "ffn.w1.weight", "ffn.w2.weight", "ffn.w3.weight")
+MUON_SUFFIXES = (
+    "wz.weight",
+    "wv.weight",
+    "wr.weight",
+    "wh1.weight",
+    "wh2.weight",
+    "ffn.w1.weight",
+    "ffn.w2.weight",
+    "ffn.w3.weight",
+)
 
 
 def cema_params(D: int, N: int, rng) -> dict[str, np.ndarray]:
     p = dict(
-        alpha=rng.normal(0, 1, (D, N)), delta=rng.normal(0, 1, (D, N)), theta=rng.normal(0, 1, D),
-        gamma=rng.normal(0, 1, (D, N, 2)), omega=rng.normal(0, 0.5, D),
+        alpha=rng.normal(0, 1, (D, N)),
+        delta=rng.normal(0, 1, (D, N)),
+        theta=rng.normal(0, 1, D),
+        gamma=rng.normal(0, 1, (D, N, 2)),
+        omega=rng.normal(0, 0.5, D),
     )
     p["alpha"][0] = p["delta"][0] = -4.0  # |q| ~ 0.9997 on channel 0: a long kernel that must not wrap around
     return {k: v.astype(np.float32) for k, v in p.items()}
@@ -110,8 +122,13 @@ def test_attention_never_crosses_a_chunk_boundary():
 
 @pytest.mark.parametrize(
     "overrides, T",
-    [({}, 24), (dict(swiglu=False, tied_embeddings=False), 24), (dict(loops=2, num_layers=1), 24),
-     (dict(seq_len=8, chunk_size=16), 8), ({}, 20)],
+    [
+        ({}, 24),
+        (dict(swiglu=False, tied_embeddings=False), 24),
+        (dict(loops=2, num_layers=1), 24),
+        (dict(seq_len=8, chunk_size=16), 8),
+        ({}, 20),
+    ],
     ids=["default", "mlp-untied", "looped", "single-chunk", "partial-last-chunk"],
 )
 def test_model_nll_matches_numpy_reference(overrides, T):

@@ -8,7 +8,6 @@ for torch's too, with the same launcher environment).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,13 +22,24 @@ pytest.importorskip("flax")
 pytest.importorskip("optax")
 
 from golf_helpers import ENV, ROOT, small_dataset  # noqa: E402
+
 from harness import launch as L  # noqa: E402
 
 # Measured on CPU (llama/tiny shrunk as below, 17 steps, 2 processes vs 1): losses agree to 1e-7 relative
 # (2.5e-7 on other budgets), val_bpb to 2.2e-7; the tolerance leaves room for other BLAS/XLA builds.
 LOSS_RTOL = 1e-5
-MICRO = ["--set", "num_layers=2", "--set", "model_dim=64", "--set", "num_heads=2", "--set", "num_kv_heads=1",
-         "--set", "train_batch_tokens=1024"]  # fmt: skip
+MICRO = [
+    "--set",
+    "num_layers=2",
+    "--set",
+    "model_dim=64",
+    "--set",
+    "num_heads=2",
+    "--set",
+    "num_kv_heads=1",
+    "--set",
+    "train_batch_tokens=1024",
+]
 BUDGET = 16 * 1024 + 256  # 16 steps of 4 rows, then one of a single row: padded with a zero-weight row for 2 processes
 JAX_ENV = {k: v for k, v in {**ENV, "JAX_PLATFORMS": "cpu"}.items() if k != "XLA_FLAGS"}  # one CPU device per process
 
@@ -56,8 +66,17 @@ def test_collective_is_bit_exact_across_two_processes(backend):
     pytest.importorskip(backend)
     layout = L.Layout(2)
     master = ("127.0.0.1", L._free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", COLLECTIVE, backend], cwd=ROOT, env=L.process_env(layout, r, master, JAX_ENV),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", COLLECTIVE, backend],
+            cwd=ROOT,
+            env=L.process_env(layout, r, master, JAX_ENV),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
     outs = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=240)
@@ -79,10 +98,40 @@ def test_collective_is_bit_exact_across_two_processes(backend):
 
 
 def _run(data: Path, out: Path, nproc: int) -> tuple[dict, list[dict], dict, float]:
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--track", "fixed-data", "--scale", "dev", "--backend", "jax",
-           "--model", "llama", "--preset", "tiny", "--seed", "2", "--data", str(data), "--budget", str(BUDGET),
-           "--eval-stride", "256", "--log-every", "1", *MICRO, "--out", str(out), "--nproc-per-node", str(nproc),
-           "--run-id", "r", "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        "--track",
+        "fixed-data",
+        "--scale",
+        "dev",
+        "--backend",
+        "jax",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--seed",
+        "2",
+        "--data",
+        str(data),
+        "--budget",
+        str(BUDGET),
+        "--eval-stride",
+        "256",
+        "--log-every",
+        "1",
+        *MICRO,
+        "--out",
+        str(out),
+        "--nproc-per-node",
+        str(nproc),
+        "--run-id",
+        "r",
+        "--json",
+    ]
     t0 = time.monotonic()
     res = subprocess.run(cmd, cwd=ROOT, env=JAX_ENV, capture_output=True, text=True, timeout=600)
     wall = time.monotonic() - t0
@@ -109,4 +158,6 @@ def test_two_jax_processes_match_one(shakespeare_dir, tmp_path):
     assert [e["tokens"] for e in ev1] == [e["tokens"] for e in ev2]
     print(f"val_bpb: 1 process {one['val_bpb']!r}, 2 processes {two['val_bpb']!r}")
     assert two["val_bpb"] == pytest.approx(one["val_bpb"], rel=1e-5)
-    assert manifest["world_size"] == 2 and manifest["hardware"]["count"] == 2 and manifest["hardware"]["world_size"] == 2
+    assert (
+        manifest["world_size"] == 2 and manifest["hardware"]["count"] == 2 and manifest["hardware"]["world_size"] == 2
+    )

@@ -15,14 +15,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from golf_helpers import ENV, ROOT, descendants, files_under, golf, one_line_error, small_dataset
+
 from harness import launch as L
 from harness.errors import GolfError
 
 # llama/tiny at dev scale; 4096-token batches of 16 rows of 256 tokens
-TORCH2 = ("run", "--track", "fixed-data", "--scale", "dev", "--backend", "torch", "--model", "llama", "--preset", "tiny",
-          "--eval-stride", "256", "--nproc-per-node", "2")  # fmt: skip
+TORCH2 = (
+    "run",
+    "--track",
+    "fixed-data",
+    "--scale",
+    "dev",
+    "--backend",
+    "torch",
+    "--model",
+    "llama",
+    "--preset",
+    "tiny",
+    "--eval-stride",
+    "256",
+    "--nproc-per-node",
+    "2",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -31,20 +46,48 @@ TORCH2 = ("run", "--track", "fixed-data", "--scale", "dev", "--backend", "torch"
 
 def test_torchrun_command_one_node():
     cmd = L.torchrun_command(L.Layout(8), ["run", "--seed", "1"], "rid")
-    assert cmd == [sys.executable, "-m", "backends.torch.launcher", "--nproc-per-node=8", "--standalone",
-                   "--max-restarts=0", "-m", "harness.cli", "run", "--seed", "1"]  # fmt: skip
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "backends.torch.launcher",
+        "--nproc-per-node=8",
+        "--standalone",
+        "--max-restarts=0",
+        "-m",
+        "harness.cli",
+        "run",
+        "--seed",
+        "1",
+    ]
 
 
 def test_torchrun_command_two_nodes():
     cmd = L.torchrun_command(L.Layout(8, nnodes=2, node_rank=1, rdzv_endpoint="node0:29500"), ["run"], "llama-s0")
-    assert cmd == [sys.executable, "-m", "backends.torch.launcher", "--nproc-per-node=8", "--nnodes=2",
-                   "--rdzv-backend=c10d", "--rdzv-endpoint=node0:29500", "--rdzv-id=llama-s0", "--max-restarts=0",
-                   "-m", "harness.cli", "run"]  # fmt: skip
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "backends.torch.launcher",
+        "--nproc-per-node=8",
+        "--nnodes=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=node0:29500",
+        "--rdzv-id=llama-s0",
+        "--max-restarts=0",
+        "-m",
+        "harness.cli",
+        "run",
+    ]
     # the quiet launcher accepts exactly what torchrun accepts
     torch_run = pytest.importorskip("torch.distributed.run")
     args = torch_run.get_args_parser().parse_args(cmd[3:])
-    assert (args.nproc_per_node, args.nnodes, args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id, args.max_restarts) == \
-        ("8", "2", "c10d", "node0:29500", "llama-s0", 0)  # fmt: skip
+    assert (
+        args.nproc_per_node,
+        args.nnodes,
+        args.rdzv_backend,
+        args.rdzv_endpoint,
+        args.rdzv_id,
+        args.max_restarts,
+    ) == ("8", "2", "c10d", "node0:29500", "llama-s0", 0)
     assert args.module and args.training_script == "harness.cli" and args.training_script_args == ["run"]
 
 
@@ -52,8 +95,10 @@ def test_jax_process_env_numbers_processes_across_nodes():
     layout = L.Layout(4, nnodes=3, node_rank=2, rdzv_endpoint="host0:1234")
     envs = [L.process_env(layout, r, ("host0", 1234), {"KEEP": "1"}) for r in range(4)]
     assert [e["RANK"] for e in envs] == ["8", "9", "10", "11"]
-    assert {(e["WORLD_SIZE"], e["LOCAL_WORLD_SIZE"], e["MASTER_ADDR"], e["MASTER_PORT"], e["GROUP_RANK"], e["KEEP"])
-            for e in envs} == {("12", "4", "host0", "1234", "2", "1")}  # fmt: skip
+    assert {
+        (e["WORLD_SIZE"], e["LOCAL_WORLD_SIZE"], e["MASTER_ADDR"], e["MASTER_PORT"], e["GROUP_RANK"], e["KEEP"])
+        for e in envs
+    } == {("12", "4", "host0", "1234", "2", "1")}
     assert [e["LOCAL_RANK"] for e in envs] == ["0", "1", "2", "3"]
 
 
@@ -63,12 +108,15 @@ def test_child_env_sets_threads_and_error_dir(tmp_path):
     assert L.child_env(L.Layout(2), tmp_path, base={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
 
 
-@pytest.mark.parametrize("layout, needle", [
-    (L.Layout(0), "--nproc-per-node"),
-    (L.Layout(2, nnodes=2), "--rdzv-endpoint"),
-    (L.Layout(2, nnodes=2, node_rank=2, rdzv_endpoint="h:1"), "--node-rank"),
-    (L.Layout(2, nnodes=2, rdzv_endpoint="no-port"), "HOST:PORT"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layout, needle",
+    [
+        (L.Layout(0), "--nproc-per-node"),
+        (L.Layout(2, nnodes=2), "--rdzv-endpoint"),
+        (L.Layout(2, nnodes=2, node_rank=2, rdzv_endpoint="h:1"), "--node-rank"),
+        (L.Layout(2, nnodes=2, rdzv_endpoint="no-port"), "HOST:PORT"),
+    ],
+)
 def test_layout_refuses_what_cannot_start(layout, needle):
     with pytest.raises(GolfError, match=needle):
         layout.check()
@@ -81,10 +129,24 @@ def test_child_arguments_rebuild_the_same_spec(monkeypatch, prequant):
 
     from harness import cli, runner
 
-    spec = runner.RunSpec(track="fixed-data", scale="dev", backend="jax", model="megalodon", preset="tiny", seed=7,
-                          data="d/x", budget=12345.0, out="o", run_id="r", eval_stride=128,
-                          overrides={"num_layers": 2, "model_dim": 64}, checkpoint_every=3, log_every=2, force=True,
-                          prequant=prequant)  # fmt: skip
+    spec = runner.RunSpec(
+        track="fixed-data",
+        scale="dev",
+        backend="jax",
+        model="megalodon",
+        preset="tiny",
+        seed=7,
+        data="d/x",
+        budget=12345.0,
+        out="o",
+        run_id="r",
+        eval_stride=128,
+        overrides={"num_layers": 2, "model_dim": 64},
+        checkpoint_every=3,
+        log_every=2,
+        force=True,
+        prequant=prequant,
+    )
     seen = []
     monkeypatch.setattr(runner, "execute", lambda s: seen.append(s) or {"status": "ok"})
     res = CliRunner().invoke(cli.app, L.cli_args(spec))
@@ -95,8 +157,9 @@ def test_child_arguments_rebuild_the_same_spec(monkeypatch, prequant):
 
 def test_the_cause_is_reported_not_the_processes_it_took_down(tmp_path):
     def report(rank, t, message, kind="error"):
-        (tmp_path / f"rank{rank}.json").write_text(json.dumps(
-            {"rank": rank, "kind": kind, "message": message, "exit_code": 2, "time": t}))  # fmt: skip
+        (tmp_path / f"rank{rank}.json").write_text(
+            json.dumps({"rank": rank, "kind": kind, "message": message, "exit_code": 2, "time": t})
+        )
 
     assert L.first_failure(tmp_path, []) is None
     # nothing reported: the first non-zero exit, unless process 0 wrote a result (a non-ok status exits 1)
@@ -125,14 +188,22 @@ def test_a_launched_process_leaves_its_error_for_the_parent(tmp_path):
 # refused in the parent: one line, nothing started, nothing written
 
 
-@pytest.mark.parametrize("extra, needles", [
-    (["--budget", "8192", "--set", "train_batch_tokens=256"], ["1 sequence(s) cannot feed 2"]),  # 1 row, 2 ranks
-    (["--budget", "8192", "--set", "train_batch_tokens=100000000"], ["one training batch needs 100,000,001 tokens"]),
-    (["--budget", "1e9"], ["fixed-data budget needs 1,000,000,000 training tokens"]),
-    # the parent counts every node's processes: 2 nodes x 2 = 4 shards for a 3-row batch
-    (["--budget", "8192", "--set", "train_batch_tokens=768", "--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9"],
-     ["3 sequence(s) cannot feed 4"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--budget", "8192", "--set", "train_batch_tokens=256"], ["1 sequence(s) cannot feed 2"]),  # 1 row, 2 ranks
+        (
+            ["--budget", "8192", "--set", "train_batch_tokens=100000000"],
+            ["one training batch needs 100,000,001 tokens"],
+        ),
+        (["--budget", "1e9"], ["fixed-data budget needs 1,000,000,000 training tokens"]),
+        # the parent counts every node's processes: 2 nodes x 2 = 4 shards for a 3-row batch
+        (
+            ["--budget", "8192", "--set", "train_batch_tokens=768", "--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9"],
+            ["3 sequence(s) cannot feed 4"],
+        ),
+    ],
+)
 def test_bad_runs_are_refused_before_launch(shakespeare_dir, tmp_path, extra, needles):
     out = tmp_path / "runs"
     t0 = time.monotonic()
@@ -150,14 +221,38 @@ def test_an_existing_run_directory_is_refused_before_launch(shakespeare_dir, tmp
     (d / "notes.txt").write_text("mine")
     res = golf(*TORCH2, "--data", shakespeare_dir, "--out", out, "--run-id", "taken", "--budget", "8192")
     one_line_error(res, "already exists", "--force")
-    assert files_under(out) == {"fixed-data", "fixed-data/dev", "fixed-data/dev/taken", "fixed-data/dev/taken/notes.txt"}
+    assert files_under(out) == {
+        "fixed-data",
+        "fixed-data/dev",
+        "fixed-data/dev/taken",
+        "fixed-data/dev/taken/notes.txt",
+    }
 
 
 def test_jax_runs_are_checked_in_the_parent_too(shakespeare_dir, tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "runs"
-    res = golf("run", "--backend", "jax", "--model", "llama", "--preset", "tiny", "--data", shakespeare_dir, "--out", out,
-               "--budget", "8192", "--eval-stride", "256", "--set", "train_batch_tokens=256", "--nproc-per-node", "2")  # fmt: skip
+    res = golf(
+        "run",
+        "--backend",
+        "jax",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--data",
+        shakespeare_dir,
+        "--out",
+        out,
+        "--budget",
+        "8192",
+        "--eval-stride",
+        "256",
+        "--set",
+        "train_batch_tokens=256",
+        "--nproc-per-node",
+        "2",
+    )
     one_line_error(res, "cannot feed 2")
     assert not out.exists()
 
@@ -165,9 +260,24 @@ def test_jax_runs_are_checked_in_the_parent_too(shakespeare_dir, tmp_path):
 def test_resume_refusals_come_from_the_parent(shakespeare_dir, tmp_path):
     d = tmp_path / "runs" / "fixed-data" / "dev" / "x"
     d.mkdir(parents=True)
-    manifest = {"spec": {"track": "fixed-data", "scale": "dev", "backend": "torch", "model": "llama", "preset": "tiny",
-                         "seed": 0, "data": str(shakespeare_dir), "budget": 8192.0, "out": "elsewhere", "run_id": "x",
-                         "eval_stride": 256, "overrides": {}, "log_every": 10, "checkpoint_every": 0}}  # fmt: skip
+    manifest = {
+        "spec": {
+            "track": "fixed-data",
+            "scale": "dev",
+            "backend": "torch",
+            "model": "llama",
+            "preset": "tiny",
+            "seed": 0,
+            "data": str(shakespeare_dir),
+            "budget": 8192.0,
+            "out": "elsewhere",
+            "run_id": "x",
+            "eval_stride": 256,
+            "overrides": {},
+            "log_every": 10,
+            "checkpoint_every": 0,
+        }
+    }
     (d / "run.json").write_text(json.dumps(manifest))
     before = files_under(tmp_path / "runs")
     one_line_error(golf("run", "--resume", d, "--nproc-per-node", "2"), "has no checkpoint")
@@ -185,21 +295,34 @@ def _interrupted_run(backend: str, data: Path, out: Path, run_id: str, backend_c
     from harness import runner
     from harness.records import atomic_write_json
 
-    spec = runner.RunSpec(track="fixed-data", scale="dev", backend=backend, model="llama", preset="tiny", data=str(data),
-                          budget=8192.0, out=str(out), run_id=run_id, eval_stride=256)  # fmt: skip
+    spec = runner.RunSpec(
+        track="fixed-data",
+        scale="dev",
+        backend=backend,
+        model="llama",
+        preset="tiny",
+        data=str(data),
+        budget=8192.0,
+        out=str(out),
+        run_id=run_id,
+        eval_stride=256,
+    )
     run = runner.Run(spec, world_size=2)
     run.dir.mkdir(parents=True)
     atomic_write_json(run.dir / "run.json", run.manifest())
     ck = run.dir / "checkpoint"
     ck.mkdir()
     (ck / "backend").write_bytes(backend_checkpoint)
-    atomic_write_json(ck / "harness.json", {"steps": 1, "seconds": 0.5, "tokens": 4096, "flops": 1.0e10,
-                                            "stream_tokens": 4096, "step_seconds": [0.5]})  # fmt: skip
+    atomic_write_json(
+        ck / "harness.json",
+        {"steps": 1, "seconds": 0.5, "tokens": 4096, "flops": 1.0e10, "stream_tokens": 4096, "step_seconds": [0.5]},
+    )
     return run.dir
 
 
-@pytest.mark.parametrize("backend, needle", [("torch", "is not a readable torch checkpoint"),
-                                             ("jax", "cannot read JAX checkpoint")])  # fmt: skip
+@pytest.mark.parametrize(
+    "backend, needle", [("torch", "is not a readable torch checkpoint"), ("jax", "cannot read JAX checkpoint")]
+)
 def test_a_failure_every_process_hits_after_launch_is_shown_once(shakespeare_dir, tmp_path, backend, needle):
     pytest.importorskip(backend)
     from harness import runner
@@ -228,8 +351,20 @@ def test_a_process_killed_after_launch_is_named_in_one_line(shakespeare_dir, tmp
     data = small_dataset(shakespeare_dir, tmp_path / "data" / "shakespeare_sp1024", train_tokens=400_000)
     out = tmp_path / "runs"
     d = out / "fixed-data" / "dev" / "victim"
-    cmd = [sys.executable, "-m", "harness.cli", *TORCH2, "--data", str(data), "--out", str(out), "--run-id", "victim",
-           "--budget", str(90 * 4096)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        *TORCH2,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--run-id",
+        "victim",
+        "--budget",
+        str(90 * 4096),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -256,11 +391,39 @@ def test_a_process_killed_after_launch_is_named_in_one_line(shakespeare_dir, tmp
 
 
 def _wallclock(out: Path, data: Path, skew: str) -> tuple[dict, list[dict], float]:
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--track", "wallclock-10min", "--scale", "dev", "--backend", "torch",
-           "--model", "llama", "--preset", "tiny", "--data", str(data), "--budget", "8", "--eval-stride", "256",
-           "--log-every", "1", "--out", str(out), "--nproc-per-node", "2", "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        "--track",
+        "wallclock-10min",
+        "--scale",
+        "dev",
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--budget",
+        "8",
+        "--eval-stride",
+        "256",
+        "--log-every",
+        "1",
+        "--out",
+        str(out),
+        "--nproc-per-node",
+        "2",
+        "--json",
+    ]
     t0 = time.monotonic()
-    res = subprocess.run(cmd, cwd=ROOT, env={**ENV, "GOLF_CLOCK_SKEW": skew}, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        cmd, cwd=ROOT, env={**ENV, "GOLF_CLOCK_SKEW": skew}, capture_output=True, text=True, timeout=600
+    )
     wall = time.monotonic() - t0
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     result = json.loads(res.stdout)
@@ -288,5 +451,7 @@ def test_a_fast_clock_on_rank_1_changes_nothing(shakespeare_dir, tmp_path):
     assert control["status"] == "ok" and control["train_seconds"] <= 8.0
     assert control["steps"] * 2 < result["steps"], (control["steps"], result["steps"])
     assert np.isclose(control_steps[-1]["time"], control["train_seconds"])
-    print(f"steps: skew on rank 1 {result['steps']} (rank 1 alone would have stopped by {rank1_alone}),"
-          f" skew on rank 0 {control['steps']}; wall {wall:.1f} s")
+    print(
+        f"steps: skew on rank 1 {result['steps']} (rank 1 alone would have stopped by {rank1_alone}),"
+        f" skew on rank 0 {control['steps']}; wall {wall:.1f} s"
+    )

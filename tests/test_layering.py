@@ -21,8 +21,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_harness_sources_import_no_framework():
-    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & (FRAMEWORKS | {"backends"}))
-                 for p in (ROOT / "harness").rglob("*.py")}
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(_imports(p) & (FRAMEWORKS | {"backends"}))
+        for p in (ROOT / "harness").rglob("*.py")
+    }
     offenders = {k: v for k, v in offenders.items() if v}
     assert offenders == {}, f"harness modules import frameworks/backends: {offenders}"
 

@@ -30,16 +30,32 @@ CODE_BYTES = 1000
 
 
 def golf(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Student t and Welch: known values
 
 
-@pytest.mark.parametrize("t, df, p", [(2.228, 10, 0.025), (1.812, 10, 0.05), (2.764, 10, 0.01), (1.372, 10, 0.10),
-                                      (12.706, 1, 0.025), (2.015, 5, 0.05), (1.960, 1e7, 0.025)])
+@pytest.mark.parametrize(
+    "t, df, p",
+    [
+        (2.228, 10, 0.025),
+        (1.812, 10, 0.05),
+        (2.764, 10, 0.01),
+        (1.372, 10, 0.10),
+        (12.706, 1, 0.025),
+        (2.015, 5, 0.05),
+        (1.960, 1e7, 0.025),
+    ],
+)
 def test_t_sf_matches_the_student_t_table(t, df, p):
     # one-sided upper-tail probabilities from the standard t table (critical values rounded to 3 decimals)
     assert t_sf(t, df) == pytest.approx(p, abs=2e-4)
@@ -91,9 +107,23 @@ def test_welch_agrees_with_scipy_on_unequal_samples():
 # hand-written run records
 
 
-def write_run(runs: Path, run_id: str, *, bpb: float, seed: int, track: str = "fixed-data", scale: str = "dev",
-              model: str = "llama", preset: str = "tiny", backend: str = "torch", hw: str = "cpu", cfg: str = "cfg-l1",
-              unofficial: bool = False, budget: float | None = None, status: str = "ok") -> Path:
+def write_run(
+    runs: Path,
+    run_id: str,
+    *,
+    bpb: float,
+    seed: int,
+    track: str = "fixed-data",
+    scale: str = "dev",
+    model: str = "llama",
+    preset: str = "tiny",
+    backend: str = "torch",
+    hw: str = "cpu",
+    cfg: str = "cfg-l1",
+    unofficial: bool = False,
+    budget: float | None = None,
+    status: str = "ok",
+) -> Path:
     """One complete run directory whose files agree with each other, as `golf run` would leave it."""
     t = load_track(track)
     rules = t.scale(scale)
@@ -109,36 +139,88 @@ def write_run(runs: Path, run_id: str, *, bpb: float, seed: int, track: str = "f
     d.mkdir(parents=True)
     (d / "code").mkdir()
     (d / "code" / "model.py").write_bytes(b"#" * CODE_BYTES)  # the code snapshot verify recounts
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{run_id}|{seed}|{scale}|{hw}".encode()).digest()[:4], "little"))
-    blob = pack({"w": rng.standard_normal((4, 8)).astype(np.float32)}, lambda name: False,
-                {"model": model, "preset": preset, "run_id": run_id})
+    rng = np.random.default_rng(
+        int.from_bytes(hashlib.sha256(f"{run_id}|{seed}|{scale}|{hw}".encode()).digest()[:4], "little")
+    )
+    blob = pack(
+        {"w": rng.standard_normal((4, 8)).astype(np.float32)},
+        lambda name: False,
+        {"model": model, "preset": preset, "run_id": run_id},
+    )
     (d / "artifact.golf").write_bytes(blob)
     events = [{"event": "flops_check", "analytic_step_flops": 1e6 * per_step, "compiler_step_flops": None}]
     for step in range(1, steps + 1):
-        events.append({"step": step, "tokens": per_step * step, "flops": 1e6 * per_step * step, "time": 0.5 * step,
-                       "loss": 7.0 - step, "lr_scale": 1.0})
+        events.append(
+            {
+                "step": step,
+                "tokens": per_step * step,
+                "flops": 1e6 * per_step * step,
+                "time": 0.5 * step,
+                "loss": 7.0 - step,
+                "lr_scale": 1.0,
+            }
+        )
     (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     result = {k: None for k in RESULT_FIELDS}
     result.update(
-        status=status, reason=None if status == "ok" else "training used too much", run_id=run_id, track=track,
-        scale=scale, backend=backend, model=model, preset=preset, seed=seed, unofficial=unofficial,
-        val_bpb=bpb, val_loss=bpb * 0.7, val_nll_sum=1000.0 * bpb, val_tokens=1000, val_bytes=1443,
-        pre_quant_val_bpb=bpb - 0.001, artifact_bytes=len(blob) + CODE_BYTES, code_bytes=CODE_BYTES,
-        model_bytes=len(blob), artifact_sha256=hashlib.sha256(blob).hexdigest(), artifact_cap_bytes=16_000_000,
-        train_tokens=tokens, train_flops=1e6 * tokens, train_seconds=0.5 * steps, steps=steps, eval_seconds=1.0,
-        eval_stride=min(int(rules["eval_stride"]), seq), eval_context=seq, budget_kind=t.budget_kind,
-        budget_limit=limit, hardware_class=hw, config_sha256=cfg, eval_precision=rules.get("eval_precision", "fp32"),
-    )  # fmt: skip
+        status=status,
+        reason=None if status == "ok" else "training used too much",
+        run_id=run_id,
+        track=track,
+        scale=scale,
+        backend=backend,
+        model=model,
+        preset=preset,
+        seed=seed,
+        unofficial=unofficial,
+        val_bpb=bpb,
+        val_loss=bpb * 0.7,
+        val_nll_sum=1000.0 * bpb,
+        val_tokens=1000,
+        val_bytes=1443,
+        pre_quant_val_bpb=bpb - 0.001,
+        artifact_bytes=len(blob) + CODE_BYTES,
+        code_bytes=CODE_BYTES,
+        model_bytes=len(blob),
+        artifact_sha256=hashlib.sha256(blob).hexdigest(),
+        artifact_cap_bytes=16_000_000,
+        train_tokens=tokens,
+        train_flops=1e6 * tokens,
+        train_seconds=0.5 * steps,
+        steps=steps,
+        eval_seconds=1.0,
+        eval_stride=min(int(rules["eval_stride"]), seq),
+        eval_context=seq,
+        budget_kind=t.budget_kind,
+        budget_limit=limit,
+        hardware_class=hw,
+        config_sha256=cfg,
+        eval_precision=rules.get("eval_precision", "fp32"),
+    )
     manifest = {
-        "run_id": run_id, "track": track, "track_sha256": t.sha256, "scale": scale, "backend": backend, "model": model,
-        "preset": preset, "seed": seed, "config": {"seq_len": seq}, "unofficial": unofficial,
+        "run_id": run_id,
+        "track": track,
+        "track_sha256": t.sha256,
+        "scale": scale,
+        "backend": backend,
+        "model": model,
+        "preset": preset,
+        "seed": seed,
+        "config": {"seq_len": seq},
+        "unofficial": unofficial,
         "budget": {"kind": t.budget_kind, "limit": limit, "track_default": rules["budget"]},
-        "eval": {"stride": result["eval_stride"], "context": seq}, "batch": {"seqs": 4, "seq_len": seq, "tokens": 1024},
-        "dataset": {"name": "x", "id": rules["dataset"], "dir": "/nonexistent", "manifest_sha256": "0" * 64,
-                    "content_sha256": rules.get("dataset_sha256", "c" * 64)},
+        "eval": {"stride": result["eval_stride"], "context": seq},
+        "batch": {"seqs": 4, "seq_len": seq, "tokens": 1024},
+        "dataset": {
+            "name": "x",
+            "id": rules["dataset"],
+            "dir": "/nonexistent",
+            "manifest_sha256": "0" * 64,
+            "content_sha256": rules.get("dataset_sha256", "c" * 64),
+        },
         "code_sha256": {"model.py": hashlib.sha256(b"#" * CODE_BYTES).hexdigest()},
         "hardware": {"class": hw},
-    }  # fmt: skip
+    }
     (d / "result.json").write_text(json.dumps(result, indent=2))
     (d / "run.json").write_text(json.dumps(manifest, indent=2))
     return d
@@ -187,7 +269,7 @@ def _board_rows(md: str, heading: str) -> list[list[str]]:
     i = lines.index(heading)
     assert lines[i + 2].startswith("cohort: ")  # every board names its cohort under the heading
     rows = []
-    for line in lines[i + 6:]:
+    for line in lines[i + 6 :]:
         if not line.startswith("|"):
             break
         rows.append([c.strip() for c in line.strip("|").split("|")])
@@ -199,11 +281,21 @@ def test_markdown_ranks_groups_and_separates_boards(runs):
     assert res.returncode == 0, res.stderr
     md = res.stdout
     headings = [line for line in md.splitlines() if line.startswith("## ")]
-    assert sorted(headings) == sorted(["## fixed-data · dev · cpu", "## fixed-data · dev · 1xH100",
-                                       "## fixed-data · official · cpu", "## flop-budget · dev · cpu"])
+    assert sorted(headings) == sorted(
+        [
+            "## fixed-data · dev · cpu",
+            "## fixed-data · dev · 1xH100",
+            "## fixed-data · official · cpu",
+            "## flop-budget · dev · cpu",
+        ]
+    )
     rows = _board_rows(md, "## fixed-data · dev · cpu")
     assert [r[0] for r in rows] == ["1", "2", "3"]
-    assert [(r[1], r[2]) for r in rows] == [("megalodon/tiny", "torch"), ("llama/tiny", "torch"), ("llama/tiny", "torch")]
+    assert [(r[1], r[2]) for r in rows] == [
+        ("megalodon/tiny", "torch"),
+        ("llama/tiny", "torch"),
+        ("llama/tiny", "torch"),
+    ]
     for row, bpbs in zip(rows, (BEST, MIDDLE, LAST)):
         assert row[3] == f"{statistics.mean(bpbs):.4f}"
         assert row[4] == f"{statistics.stdev(bpbs):.4f}"
@@ -237,10 +329,17 @@ def test_json_has_the_numbers(runs):
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     boards = {(b["track"], b["scale"], b["hardware"]): b for b in doc["boards"]}
-    assert set(boards) == {("fixed-data", "dev", "cpu"), ("fixed-data", "dev", "1xH100"), ("fixed-data", "official", "cpu")}
+    assert set(boards) == {
+        ("fixed-data", "dev", "cpu"),
+        ("fixed-data", "dev", "1xH100"),
+        ("fixed-data", "official", "cpu"),
+    }
     entries = boards[("fixed-data", "dev", "cpu")]["entries"]
     assert [(e["rank"], e["model"], e["config_sha256"]) for e in entries] == [
-        (1, "megalodon", "cfg-m1"), (2, "llama", "cfg-l1"), (3, "llama", "cfg-l2")]
+        (1, "megalodon", "cfg-m1"),
+        (2, "llama", "cfg-l1"),
+        (3, "llama", "cfg-l2"),
+    ]
     for e, bpbs in zip(entries, (BEST, MIDDLE, LAST)):
         assert e["mean_val_bpb"] == pytest.approx(statistics.mean(bpbs), rel=1e-12)
         assert e["std_val_bpb"] == pytest.approx(statistics.stdev(bpbs), rel=1e-9)
@@ -342,8 +441,14 @@ def test_runs_on_other_data_or_precision_are_never_pooled(tmp_path):
     for tag, (content, precision) in variants.items():
         for s, bpb in enumerate([2.0, 2.1]):
             # unofficial (overridden budget): the track's own rules would refuse bf16 or foreign data at dev scale
-            d = write_run(root / tag, f"llama-tiny-torch-s{s}", seed=s, bpb=bpb + (0.5 if tag == "b" else 0.0),
-                          unofficial=True, budget=131072)  # fmt: skip
+            d = write_run(
+                root / tag,
+                f"llama-tiny-torch-s{s}",
+                seed=s,
+                bpb=bpb + (0.5 if tag == "b" else 0.0),
+                unofficial=True,
+                budget=131072,
+            )
             res = json.loads((d / "result.json").read_text())
             res.update(dataset_content_sha256=content, track_version=1, eval_precision=precision)
             (d / "result.json").write_text(json.dumps(res))

@@ -67,8 +67,15 @@ def test_honest_scorer_passes_with_measured_margins():
     assert report["worst_sum_error"] < 1e-5 and report["worst_nll_gap"] < 1e-5 and report["worst_causal_change"] == 0
 
 
-@pytest.mark.parametrize("cheat, message", [(LeaksNextToken, "looks ahead|sums to"), (NotNormalized, "sums to"),
-                                            (PeeksAhead, "looks ahead"), (LiesAboutNll, "reports NLL")])
+@pytest.mark.parametrize(
+    "cheat, message",
+    [
+        (LeaksNextToken, "looks ahead|sums to"),
+        (NotNormalized, "sums to"),
+        (PeeksAhead, "looks ahead"),
+        (LiesAboutNll, "reports NLL"),
+    ],
+)
 def test_each_planted_cheat_is_caught(cheat, message):
     with pytest.raises(ProbeFailure, match=message):
         probe_scorer(cheat(), TOKENS, context=128, vocab_size=V)
@@ -83,7 +90,9 @@ def test_leaking_scorer_is_caught_by_causality_even_when_normalized():
         probe_scorer(cheat, TOKENS, context=128, vocab_size=V)
 
 
-@pytest.mark.parametrize("backend, model", [("torch", "llama"), ("torch", "megalodon"), ("jax", "llama"), ("jax", "megalodon")])
+@pytest.mark.parametrize(
+    "backend, model", [("torch", "llama"), ("torch", "megalodon"), ("jax", "llama"), ("jax", "megalodon")]
+)
 def test_real_backends_pass_the_probes(backend, model):
     from harness.backend import get_backend
     from harness.init import init_weights
@@ -92,8 +101,12 @@ def test_real_backends_pass_the_probes(backend, model):
     spec = get_spec(model)
     cfg = spec.config("tiny")
     rng = np.random.default_rng(0)
-    weights = {k: v + 0.02 * rng.standard_normal(v.shape).astype(np.float32) for k, v in init_weights(spec, cfg, 0).items()}
+    weights = {
+        k: v + 0.02 * rng.standard_normal(v.shape).astype(np.float32) for k, v in init_weights(spec, cfg, 0).items()
+    }
     scorer = get_backend(backend).scorer(model, cfg, weights)
     tokens = np.random.default_rng(2).integers(0, cfg["vocab_size"], size=3000).astype(np.int32)
-    report = probe_scorer(scorer, tokens, context=cfg["seq_len"], vocab_size=cfg["vocab_size"], n_positions=64, n_windows=2)
+    report = probe_scorer(
+        scorer, tokens, context=cfg["seq_len"], vocab_size=cfg["vocab_size"], n_positions=64, n_windows=2
+    )
     assert report["worst_sum_error"] < 1e-3 and report["worst_nll_gap"] < 1e-4 and report["worst_causal_change"] < 1e-4

@@ -6,8 +6,8 @@ import json
 import subprocess
 
 import pytest
-
 from golf_helpers import golf
+
 from harness import rehearse as reh
 from harness.tracks import list_tracks, load_track
 
@@ -39,10 +39,23 @@ def _fake_run(result: dict, events: list[dict], verify_rc: int = 0):
     return fake
 
 
-GOOD = {"status": "ok", "budget_kind": "tokens", "train_tokens": 145 * 256, "eval_precision": "bf16", "eval_stride": 64,
-        "world_size": 2, "replicas_identical": True, "eval_seconds": 1.0}  # fmt: skip
-RULES = {"budget_kind": "tokens", "budget": 145 * 256 + 100, "eval_precision": "bf16", "eval_prequant": False,
-         "eval_stride": 64}  # fmt: skip
+GOOD = {
+    "status": "ok",
+    "budget_kind": "tokens",
+    "train_tokens": 145 * 256,
+    "eval_precision": "bf16",
+    "eval_stride": 64,
+    "world_size": 2,
+    "replicas_identical": True,
+    "eval_seconds": 1.0,
+}
+RULES = {
+    "budget_kind": "tokens",
+    "budget": 145 * 256 + 100,
+    "eval_precision": "bf16",
+    "eval_prequant": False,
+    "eval_stride": 64,
+}
 
 
 @pytest.mark.parametrize(
@@ -79,7 +92,9 @@ def test_rehearse_refuses_bad_input(tmp_path):
 
 @pytest.mark.slow
 def test_golf_rehearse_passes_every_track_official_rules(shakespeare_dir, tmp_path):
-    res = golf("rehearse", "--data", shakespeare_dir, "--out", tmp_path / "r", "--seconds", "10", "--json", timeout=1500)
+    res = golf(
+        "rehearse", "--data", shakespeare_dir, "--out", tmp_path / "r", "--seconds", "10", "--json", timeout=1500
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     done = json.loads(res.stdout)
     assert {(d["track"], d["backend"]) for d in done} == {(t.name, b) for t in list_tracks() for b in ("torch", "jax")}

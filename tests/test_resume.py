@@ -14,32 +14,72 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from golf_helpers import small_dataset
 
 from harness.artifact import unpack
 from harness.records import read_events
-from golf_helpers import small_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 # llama/tiny shrunk with --set: 1024-token steps of ~0.1 s; 120 steps, checkpoints at steps 50 and 100
-MICRO = ["--set", "num_layers=2", "--set", "model_dim=64", "--set", "num_heads=2", "--set", "num_kv_heads=1",
-         "--set", "train_batch_tokens=1024"]  # fmt: skip
+MICRO = [
+    "--set",
+    "num_layers=2",
+    "--set",
+    "model_dim=64",
+    "--set",
+    "num_heads=2",
+    "--set",
+    "num_kv_heads=1",
+    "--set",
+    "train_batch_tokens=1024",
+]
 BUDGET = 120 * 1024
 
 
 def golf(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_args(data: Path, out: Path, run_id: str) -> list[str]:
-    return ["run", "--track", "fixed-data", "--model", "llama", "--preset", "tiny", "--seed", "0", "--data", str(data),
-            "--budget", str(BUDGET), "--eval-stride", "256", *MICRO, "--out", str(out), "--run-id", run_id, "--json"]
+    return [
+        "run",
+        "--track",
+        "fixed-data",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--seed",
+        "0",
+        "--data",
+        str(data),
+        "--budget",
+        str(BUDGET),
+        "--eval-stride",
+        "256",
+        *MICRO,
+        "--out",
+        str(out),
+        "--run-id",
+        run_id,
+        "--json",
+    ]
 
 
 def _trajectory(d: Path) -> list[tuple]:
-    return [(e["step"], e["tokens"], e["flops"], e["loss"], e["lr_scale"])
-            for e in read_events(d / "events.jsonl") if "step" in e]  # fmt: skip
+    return [
+        (e["step"], e["tokens"], e["flops"], e["loss"], e["lr_scale"])
+        for e in read_events(d / "events.jsonl")
+        if "step" in e
+    ]
 
 
 @pytest.mark.slow
@@ -53,12 +93,19 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(shakespeare_dir, tmp_p
 
     d = out / "fixed-data" / "dev" / "cut"
     with open(tmp_path / "cut.err", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *run_args(data, out, "cut")], cwd=ROOT,
-                                env=ENV, stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", *run_args(data, out, "cut")],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         try:
             deadline = time.monotonic() + 300
             while not (d / "checkpoint" / "harness.json").exists():
-                assert proc.poll() is None, f"the run ended before its first checkpoint: {(tmp_path / 'cut.err').read_text()}"
+                assert proc.poll() is None, (
+                    f"the run ended before its first checkpoint: {(tmp_path / 'cut.err').read_text()}"
+                )
                 assert time.monotonic() < deadline, "no checkpoint after 300 s"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
@@ -96,9 +143,24 @@ def test_resume_refuses_what_it_cannot_continue(shakespeare_dir, tmp_path):
     # a run directory with a manifest but no checkpoint (e.g. a track that does not checkpoint)
     d = tmp_path / "runs" / "fixed-data" / "dev" / "x"
     d.mkdir(parents=True)
-    manifest = {"spec": {"track": "fixed-data", "scale": "dev", "backend": "torch", "model": "llama", "preset": "tiny",
-                         "seed": 0, "data": str(shakespeare_dir), "budget": 8192.0, "out": "elsewhere", "run_id": "x",
-                         "eval_stride": 256, "overrides": {}, "log_every": 10, "checkpoint_every": 0}}  # fmt: skip
+    manifest = {
+        "spec": {
+            "track": "fixed-data",
+            "scale": "dev",
+            "backend": "torch",
+            "model": "llama",
+            "preset": "tiny",
+            "seed": 0,
+            "data": str(shakespeare_dir),
+            "budget": 8192.0,
+            "out": "elsewhere",
+            "run_id": "x",
+            "eval_stride": 256,
+            "overrides": {},
+            "log_every": 10,
+            "checkpoint_every": 0,
+        }
+    }
     (d / "run.json").write_text(json.dumps(manifest))
     res = golf("run", "--resume", d)
     assert res.returncode == 2 and "has no checkpoint" in res.stderr and "Traceback" not in res.stderr
@@ -126,9 +188,21 @@ def interrupted(shakespeare_dir, tmp_path, monkeypatch):
         return real_step(state, batch, scale)
 
     overrides = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
-    spec = runner.RunSpec(track="fixed-data", scale="dev", backend="torch", model="llama", preset="tiny", seed=0,
-                          data=str(data), budget=8 * 1024, out=str(tmp_path / "runs"), run_id="cut", eval_stride=256,
-                          overrides=overrides, checkpoint_every=1)  # fmt: skip
+    spec = runner.RunSpec(
+        track="fixed-data",
+        scale="dev",
+        backend="torch",
+        model="llama",
+        preset="tiny",
+        seed=0,
+        data=str(data),
+        budget=8 * 1024,
+        out=str(tmp_path / "runs"),
+        run_id="cut",
+        eval_stride=256,
+        overrides=overrides,
+        checkpoint_every=1,
+    )
     monkeypatch.setattr(backend, "train_step", step)
     with pytest.raises(KeyboardInterrupt):
         runner.execute(spec)

@@ -14,23 +14,61 @@ import time
 from pathlib import Path
 
 import pytest
-
 from golf_helpers import ENV, ROOT, descendants, golf, small_dataset
-from harness.records import read_events
 from test_distributed import LOSS_RTOL
 
+from harness.records import read_events
+
 # llama/tiny shrunk with --set: 1024-token steps (4 rows of 256, 2 per process); 60 steps, a checkpoint every 5
-MICRO = ["--set", "num_layers=2", "--set", "model_dim=64", "--set", "num_heads=2", "--set", "num_kv_heads=1",
-         "--set", "train_batch_tokens=1024"]  # fmt: skip
+MICRO = [
+    "--set",
+    "num_layers=2",
+    "--set",
+    "model_dim=64",
+    "--set",
+    "num_heads=2",
+    "--set",
+    "num_kv_heads=1",
+    "--set",
+    "train_batch_tokens=1024",
+]
 STEPS = 60
 BUDGET = STEPS * 1024
 EVERY = 5
 
 
 def run_args(data: Path, out: Path, run_id: str) -> list[str]:
-    return ["run", "--track", "fixed-data", "--backend", "torch", "--model", "llama", "--preset", "tiny", "--seed", "1",
-            "--data", str(data), "--budget", str(BUDGET), "--eval-stride", "256", *MICRO, "--out", str(out),
-            "--run-id", run_id, "--nproc-per-node", "2", "--checkpoint-every", str(EVERY), "--log-every", "1", "--json"]  # fmt: skip
+    return [
+        "run",
+        "--track",
+        "fixed-data",
+        "--backend",
+        "torch",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--seed",
+        "1",
+        "--data",
+        str(data),
+        "--budget",
+        str(BUDGET),
+        "--eval-stride",
+        "256",
+        *MICRO,
+        "--out",
+        str(out),
+        "--run-id",
+        run_id,
+        "--nproc-per-node",
+        "2",
+        "--checkpoint-every",
+        str(EVERY),
+        "--log-every",
+        "1",
+        "--json",
+    ]
 
 
 def _losses(d: Path) -> list[tuple[int, int, float, float]]:
@@ -57,11 +95,19 @@ def test_a_killed_ddp_run_resumes_under_torchrun(shakespeare_dir, tmp_path):
     wall_full = time.monotonic() - t0
     assert full.returncode == 0, full.stderr
     full = json.loads(full.stdout)
-    assert full["status"] == "ok" and full["world_size"] == 2 and full["steps"] == STEPS and full["train_tokens"] == BUDGET
+    assert (
+        full["status"] == "ok" and full["world_size"] == 2 and full["steps"] == STEPS and full["train_tokens"] == BUDGET
+    )
 
     d = out / "fixed-data" / "dev" / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *run_args(data, out, "cut")], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *run_args(data, out, "cut")],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while not (d / "checkpoint" / "harness.json").exists():

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from golf_helpers import ROOT, golf, golf_ok, one_line_error, small_dataset
+
 from harness.data.tokenizer import ByteAccounting
 from harness.distributed import as_f64
 from harness.evaluate import evaluate, window_plan
@@ -125,6 +125,7 @@ def test_a_non_finite_nll_on_one_process_is_a_golf_error():
 def small_artifact(shakespeare_dir, tmp_path_factory) -> tuple[Path, Path]:
     """A llama artifact of random (non-degenerate) weights, smaller than tiny, and a 16k-token val split."""
     import reference_llama
+
     from harness.artifact import pack
     from harness.models import get_spec
 
@@ -134,7 +135,9 @@ def small_artifact(shakespeare_dir, tmp_path_factory) -> tuple[Path, Path]:
     config = spec.config("tiny", {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "seq_len": 128})
     weights = reference_llama.random_weights(spec.shapes(config), seed=5)
     art = root / "artifact.golf"
-    art.write_bytes(pack(weights, spec.is_control, {"model": "llama", "preset": "tiny", "config": config, "backend": "torch"}))
+    art.write_bytes(
+        pack(weights, spec.is_control, {"model": "llama", "preset": "tiny", "config": config, "backend": "torch"})
+    )
     return art, data
 
 
@@ -153,7 +156,9 @@ def test_torch_two_ranks_match_one(small_artifact):
 
 def test_eval_refuses_processes_for_jax(small_artifact):
     art, data = small_artifact
-    one_line_error(golf("eval", art, "--data", data, "--backend", "jax", "--nproc-per-node", "2"), "--nproc-per-node", "jax")
+    one_line_error(
+        golf("eval", art, "--data", data, "--backend", "jax", "--nproc-per-node", "2"), "--nproc-per-node", "jax"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,11 +202,16 @@ JAX_SCRIPT = textwrap.dedent(
 def test_jax_scorer_shards_rows_over_every_visible_device(small_artifact):
     """Measured: 4 devices vs 1 differ by 9e-11 relative (XLA blocks a 2-row and a 6-row matmul differently)."""
     _, data = small_artifact
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"}  # fmt: skip
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0",
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(data)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, str(data)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["count"] == 4

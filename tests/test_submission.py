@@ -15,8 +15,14 @@ ENV = {**os.environ, "GOLF_NO_PROGRESS": "1"}
 
 
 def golf(*args, check=True):
-    res = subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and res.returncode != 0:
         raise AssertionError(f"golf {args} failed:\n{res.stdout}\n{res.stderr}")
     return res
@@ -27,16 +33,49 @@ def two_seeds(shakespeare_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     dirs = []
     for seed in (0, 1):
-        golf("run", "--track", "fixed-data", "--backend", "torch", "--model", "llama", "--preset", "tiny", "--seed", seed,
-             "--data", shakespeare_dir, "--budget", "16384", "--eval-stride", "256", "--out", out)
+        golf(
+            "run",
+            "--track",
+            "fixed-data",
+            "--backend",
+            "torch",
+            "--model",
+            "llama",
+            "--preset",
+            "tiny",
+            "--seed",
+            seed,
+            "--data",
+            shakespeare_dir,
+            "--budget",
+            "16384",
+            "--eval-stride",
+            "256",
+            "--out",
+            out,
+        )
         dirs.append(out / "fixed-data" / "dev" / f"llama-tiny-torch-s{seed}-b16384")
     return dirs
 
 
 def test_export_validate_and_rescore_round_trip(two_seeds, shakespeare_dir, tmp_path):
     rec = tmp_path / "records" / "2026-11-23_TinyLlama"
-    golf("export", *two_seeds, "--format", "parameter-golf", "--out", rec, "--author", "Ada", "--github-id", "ada-l",
-         "--name", "Tiny llama", "--blurb", "Two seeds of llama/tiny.")
+    golf(
+        "export",
+        *two_seeds,
+        "--format",
+        "parameter-golf",
+        "--out",
+        rec,
+        "--author",
+        "Ada",
+        "--github-id",
+        "ada-l",
+        "--name",
+        "Tiny llama",
+        "--blurb",
+        "Two seeds of llama/tiny.",
+    )
     sub = json.loads((rec / "submission.json").read_text())
     assert submission.schema_errors(sub) == []
     assert sub["track"] == "fixed-data" and sub["seeds"] == [0, 1] and set(sub["seed_results"]) == {"0", "1"}
@@ -49,8 +88,9 @@ def test_export_validate_and_rescore_round_trip(two_seeds, shakespeare_dir, tmp_
         assert (rec / f"artifact_seed{seed}.golf").is_file()
     assert "golf run --track fixed-data" in (rec / "README.md").read_text()
     assert golf("validate-submission", rec).returncode == 0
-    rescored = json.loads(golf("eval", rec / "artifact_seed1.golf", "--data", shakespeare_dir, "--stride", "256",
-                               "--json").stdout)
+    rescored = json.loads(
+        golf("eval", rec / "artifact_seed1.golf", "--data", shakespeare_dir, "--stride", "256", "--json").stdout
+    )
     assert rescored["val_bpb"] == pytest.approx(results[1]["val_bpb"], rel=1e-9)
 
 

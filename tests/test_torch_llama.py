@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import reference_llama as ref  # noqa: E402  (pytest puts tests/ on sys.path)
+
 from backends.torch.backend import BACKEND, TorchScorer  # noqa: E402
 from backends.torch.llama import GPT  # noqa: E402
 from backends.torch.muon import Muon, orthogonalize  # noqa: E402

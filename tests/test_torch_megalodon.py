@@ -16,7 +16,16 @@ from harness.models import get_spec, megalodon_param_count, megalodon_shapes  # 
 
 SPEC = get_spec("megalodon")
 # Muon's share of a layer, written out here independently of harness/models.py's declaration
-MUON_SUFFIXES = ("wz.weight", "wv.weight", "wr.weight", "wh1.weight", "wh2.weight", "ffn.w1.weight", "ffn.w2.weight", "ffn.w3.weight")
+MUON_SUFFIXES = (
+    "wz.weight",
+    "wv.weight",
+    "wr.weight",
+    "wh1.weight",
+    "wh2.weight",
+    "ffn.w1.weight",
+    "ffn.w2.weight",
+    "ffn.w3.weight",
+)
 
 
 def torch_nll(model, tokens: np.ndarray) -> np.ndarray:
@@ -28,8 +37,11 @@ def torch_nll(model, tokens: np.ndarray) -> np.ndarray:
 
 def cema_params(D: int, N: int, rng):
     return dict(
-        alpha=rng.normal(0, 1, (D, N)), delta=rng.normal(0, 1, (D, N)), theta=rng.normal(0, 1, D),
-        gamma=rng.normal(0, 1, (D, N, 2)), omega=rng.normal(0, 0.5, D),
+        alpha=rng.normal(0, 1, (D, N)),
+        delta=rng.normal(0, 1, (D, N)),
+        theta=rng.normal(0, 1, D),
+        gamma=rng.normal(0, 1, (D, N, 2)),
+        omega=rng.normal(0, 0.5, D),
     )
 
 
@@ -128,7 +140,10 @@ def test_model_nll_matches_reference_on_a_partial_last_chunk():
     config = ref.micro_config()
     weights = ref.noisy_weights(config, seed=4)
     tokens = np.random.default_rng(4).integers(0, config["vocab_size"], (1, 21))  # T = 20, chunks 8 + 8 + 4
-    assert ref.rel_err(torch_nll(tm.build_megalodon(config, weights), tokens)[0], ref.nll(weights, config, tokens[0])) < 1e-4
+    assert (
+        ref.rel_err(torch_nll(tm.build_megalodon(config, weights), tokens)[0], ref.nll(weights, config, tokens[0]))
+        < 1e-4
+    )
 
 
 def test_changing_a_token_never_changes_earlier_predictions():
@@ -162,7 +177,12 @@ def test_muon_takes_exactly_the_block_matrices():
     model = tm.Megalodon(config)
     names = [n for n, _ in model.named_parameters()]
     by_id = {id(p): n for n, p in model.named_parameters()}
-    muon = {by_id[id(p)] for opt in megalodon_optimizers(model, config) if isinstance(opt, Muon) for p in opt.param_groups[0]["params"]}
+    muon = {
+        by_id[id(p)]
+        for opt in megalodon_optimizers(model, config)
+        if isinstance(opt, Muon)
+        for p in opt.param_groups[0]["params"]
+    }
     assert muon == {n for n in names if n.split(".", 2)[-1] in MUON_SUFFIXES}
     assert len(muon) == config["num_layers"] * 8
     assert not any(SPEC.is_control(n) for n in muon) and "embed.weight" not in muon and "lm_head.weight" not in muon
@@ -205,7 +225,9 @@ def test_backend_lists_megalodon_and_its_code_files():
     be = backend()
     assert "megalodon" in be.models()
     files = be.code_files("megalodon")
-    assert {f.name for f in files} >= {"megalodon.py", "megalodon_optim.py", "muon.py"} and all(f.exists() for f in files)
+    assert {f.name for f in files} >= {"megalodon.py", "megalodon_optim.py", "muon.py"} and all(
+        f.exists() for f in files
+    )
 
 
 def test_training_tiny_reduces_loss():

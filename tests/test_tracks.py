@@ -28,15 +28,21 @@ ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 MICRO = {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
 SEQ, BATCH = 256, 1024
 
+
 def _no_score(run, state, result, code, coll):
     """Evaluation stubbed out: the loop is what these tests check. Placeholder numbers keep the record valid."""
     result.update(val_bpb=0.0, val_nll_sum=0.0, val_bytes=1, artifact_bytes=code, model_bytes=0)
 
 
-
 def golf(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -84,7 +90,10 @@ def test_budget_fits_charges_and_reports_progress():
 def test_the_three_tracks_and_their_rules():
     tracks = {t.name: t for t in list_tracks()}
     assert {n: t.budget_kind for n, t in tracks.items()} == {
-        "wallclock-10min": "seconds", "fixed-data": "tokens", "flop-budget": "flops"}
+        "wallclock-10min": "seconds",
+        "fixed-data": "tokens",
+        "flop-budget": "flops",
+    }
     assert tracks["wallclock-10min"].scale("official")["budget"] == 600
     assert tracks["wallclock-10min"].scale("official")["hardware"] == "8xH100-SXM"
     assert tracks["fixed-data"].scale("official")["budget"] == 1_000_000_000
@@ -109,15 +118,21 @@ def test_track_files_are_validated(tmp_path):
     (tmp_path / "odd.toml").write_text("name = 'odd'\nbudget_kind = 'joules'\n[dev]\ndataset='x'\nbudget=1\n")
     with pytest.raises(GolfError, match="budget_kind 'joules'"):
         load_track("odd", tmp_path)
-    (tmp_path / "fp16.toml").write_text("name = 'fp16'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\neval_precision='fp16'\n")
+    (tmp_path / "fp16.toml").write_text(
+        "name = 'fp16'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\neval_precision='fp16'\n"
+    )
     with pytest.raises(GolfError, match=r"\[dev\] eval_precision 'fp16' must be one of fp32, bf16"):
         load_track("fp16", tmp_path)
-    (tmp_path / "pq.toml").write_text("name = 'pq'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\neval_prequant='no'\n")
+    (tmp_path / "pq.toml").write_text(
+        "name = 'pq'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\neval_prequant='no'\n"
+    )
     with pytest.raises(GolfError, match="eval_prequant must be true or false"):
         load_track("pq", tmp_path)
     (tmp_path / "plain.toml").write_text("name = 'plain'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\nbudget=1\n")
     assert {k: load_track("plain", tmp_path).scale("dev")[k] for k in ("eval_precision", "eval_prequant")} == {
-        "eval_precision": "fp32", "eval_prequant": True}  # the defaults of a track file without the keys
+        "eval_precision": "fp32",
+        "eval_prequant": True,
+    }  # the defaults of a track file without the keys
     (tmp_path / "nobudget.toml").write_text("name = 'nobudget'\nbudget_kind = 'tokens'\n[dev]\ndataset='x'\n")
     with pytest.raises(GolfError, match="missing or has a bad field"):
         load_track("nobudget", tmp_path)
@@ -152,9 +167,20 @@ def run_loop(shakespeare_dir, tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(runner, "_score", _no_score)
 
     def go(track: str, budget: float, run_id: str = "r", **overrides):
-        spec = runner.RunSpec(track=track, scale="dev", backend="torch", model="llama", preset="tiny", seed=0,
-                              data=str(shakespeare_dir), budget=budget, out=str(tmp_path / "runs"), run_id=run_id,
-                              eval_stride=256, overrides={**MICRO, **overrides})  # fmt: skip
+        spec = runner.RunSpec(
+            track=track,
+            scale="dev",
+            backend="torch",
+            model="llama",
+            preset="tiny",
+            seed=0,
+            data=str(shakespeare_dir),
+            budget=budget,
+            out=str(tmp_path / "runs"),
+            run_id=run_id,
+            eval_stride=256,
+            overrides={**MICRO, **overrides},
+        )
         result = runner.execute(spec)
         return result, tmp_path / "runs" / track / "dev" / run_id
 
@@ -200,7 +226,9 @@ def test_fixed_data_trains_exactly_the_first_tokens_once(run_loop, record_batche
     assert result["status"] == "ok", result["reason"]
     assert result["train_tokens"] == 5 * SEQ and result["steps"] == 2  # one full batch, then one short one
     assert [b.shape for b in record_batches] == [(4, SEQ + 1), (1, SEQ + 1)]
-    train = np.concatenate([np.asarray(np.memmap(p, dtype="<u2", mode="r", offset=1024)) for p in shakespeare.train_paths])
+    train = np.concatenate(
+        [np.asarray(np.memmap(p, dtype="<u2", mode="r", offset=1024)) for p in shakespeare.train_paths]
+    )
     inputs = np.concatenate([b[:, :-1].ravel() for b in record_batches])
     targets = np.concatenate([b[:, 1:].ravel() for b in record_batches])
     np.testing.assert_array_equal(inputs, train[: 5 * SEQ])  # the first tokens, in stream order
@@ -220,8 +248,21 @@ def test_lr_scale_follows_budget_progress_in_a_run(run_loop):
 
 
 def test_fixed_data_refuses_a_budget_the_dataset_cannot_cover_before_training(shakespeare_dir, shakespeare, tmp_path):
-    res = golf("run", "--track", "fixed-data", "--model", "llama", "--preset", "tiny", "--data", shakespeare_dir,
-               "--budget", "5e6", "--out", tmp_path / "runs")
+    res = golf(
+        "run",
+        "--track",
+        "fixed-data",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--data",
+        shakespeare_dir,
+        "--budget",
+        "5e6",
+        "--out",
+        tmp_path / "runs",
+    )
     assert res.returncode == 2, res.stderr
     line = res.stderr.strip()
     assert "\n" not in line and "Traceback" not in line

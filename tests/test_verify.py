@@ -15,20 +15,36 @@ import sys
 from pathlib import Path
 
 import pytest
+from golf_helpers import small_dataset
 
 from harness.records import read_events
-from golf_helpers import small_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-MICRO = ["--set", "num_layers=2", "--set", "model_dim=64", "--set", "num_heads=2", "--set", "num_kv_heads=1",
-         "--set", "train_batch_tokens=1024"]  # fmt: skip
+MICRO = [
+    "--set",
+    "num_layers=2",
+    "--set",
+    "model_dim=64",
+    "--set",
+    "num_heads=2",
+    "--set",
+    "num_kv_heads=1",
+    "--set",
+    "train_batch_tokens=1024",
+]
 BUDGET = 8192
 
 
 def golf(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +55,29 @@ def data(shakespeare_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs")
-    res = golf("run", "--track", "fixed-data", "--model", "llama", "--preset", "tiny", "--seed", "0",
-               "--data", data, "--budget", BUDGET, "--eval-stride", "256", *MICRO, "--out", out,
-               "--run-id", "v0", "--json")  # fmt: skip
+    res = golf(
+        "run",
+        "--track",
+        "fixed-data",
+        "--model",
+        "llama",
+        "--preset",
+        "tiny",
+        "--seed",
+        "0",
+        "--data",
+        data,
+        "--budget",
+        BUDGET,
+        "--eval-stride",
+        "256",
+        *MICRO,
+        "--out",
+        out,
+        "--run-id",
+        "v0",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     return out / "fixed-data" / "dev" / "v0", json.loads(res.stdout)
 
@@ -83,8 +119,9 @@ def test_run_json_records_provenance(run, data):
     assert m["seed"] == 0 and m["backend"] == "torch" and m["model"] == "llama" and m["preset"] == "tiny"
     from harness.models import get_spec
 
-    full = get_spec("llama").config("tiny", {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1,
-                                             "train_batch_tokens": 1024})  # fmt: skip
+    full = get_spec("llama").config(
+        "tiny", {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
+    )
     assert m["config"] == full  # every key, not just the overridden ones
     assert m["dataset"]["manifest_sha256"] == hashlib.sha256((data / "manifest.json").read_bytes()).hexdigest()
     assert m["track_sha256"] == hashlib.sha256((ROOT / "tracks" / "fixed-data.toml").read_bytes()).hexdigest()
@@ -104,7 +141,14 @@ def test_events_hold_one_line_per_logged_step_and_no_temp_files_remain(run):
     assert steps[-1]["time"] == result["train_seconds"] and steps[-1]["flops"] == result["train_flops"]
     check = [e for e in events if e.get("event") == "flops_check"]
     assert len(check) == 1 and check[0]["compiler_step_flops"] > 0
-    assert sorted(p.name for p in d.iterdir()) == ["artifact.golf", "code", "events.jsonl", "loss.png", "result.json", "run.json"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "artifact.golf",
+        "code",
+        "events.jsonl",
+        "loss.png",
+        "result.json",
+        "run.json",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -136,8 +180,11 @@ def _other_seed_artifact(d: Path, run_id: str) -> bytes:
     m = json.loads((d / "run.json").read_text())
     spec = get_spec("llama")
     weights = init_weights(spec, m["config"], 1)
-    return pack(weights, spec.is_control, {"model": "llama", "preset": "tiny", "config": m["config"], "backend": "torch",
-                                           "run_id": run_id})  # fmt: skip
+    return pack(
+        weights,
+        spec.is_control,
+        {"model": "llama", "preset": "tiny", "config": m["config"], "backend": "torch", "run_id": run_id},
+    )
 
 
 def test_verify_fails_on_an_artifact_swapped_in(copy):
@@ -151,8 +198,12 @@ def test_verify_fails_on_a_swapped_artifact_with_matching_hash_claims(copy):
     blob = _other_seed_artifact(copy, "llama-tiny-torch-s1")
     (copy / "artifact.golf").write_bytes(blob)
     code = json.loads((copy / "result.json").read_text())["code_bytes"]
-    edit_json(copy / "result.json", artifact_sha256=hashlib.sha256(blob).hexdigest(), model_bytes=len(blob),
-              artifact_bytes=len(blob) + code)  # fmt: skip
+    edit_json(
+        copy / "result.json",
+        artifact_sha256=hashlib.sha256(blob).hexdigest(),
+        model_bytes=len(blob),
+        artifact_bytes=len(blob) + code,
+    )
     assert failures(golf("verify", copy)) == ["artifact-origin"]
 
 
@@ -161,8 +212,12 @@ def test_verify_fails_on_other_weights_under_this_runs_name(copy):
     blob = _other_seed_artifact(copy, "v0")
     (copy / "artifact.golf").write_bytes(blob)
     code = json.loads((copy / "result.json").read_text())["code_bytes"]
-    edit_json(copy / "result.json", artifact_sha256=hashlib.sha256(blob).hexdigest(), model_bytes=len(blob),
-              artifact_bytes=len(blob) + code)  # fmt: skip
+    edit_json(
+        copy / "result.json",
+        artifact_sha256=hashlib.sha256(blob).hexdigest(),
+        model_bytes=len(blob),
+        artifact_bytes=len(blob) + code,
+    )
     assert failures(golf("verify", copy)) == ["val_bpb"]
 
 
@@ -197,7 +252,10 @@ def test_verify_catches_record_claims_a_leaderboard_would_trust(copy):
     m = edit_json(copy / "run.json", unofficial=False)  # now both claim official: the budget is not the track's
     v = verify_run(copy, rescore=False, check_data=False)
     assert [f.split(":")[0] for f in v.failures] == ["rules"]
-    assert "budget 8192 is not the track's 262144" in v.failures[0] and "eval stride 256 is not the track's 64" in v.failures[0]
+    assert (
+        "budget 8192 is not the track's 262144" in v.failures[0]
+        and "eval stride 256 is not the track's 64" in v.failures[0]
+    )
     assert m["unofficial"] is False
     edit_json(copy / "run.json", unofficial=True)
     steps = json.loads((copy / "result.json").read_text())["steps"]
@@ -232,8 +290,12 @@ def test_an_official_run_must_score_at_the_tracks_precision():
         return v.failures
 
     assert rules["eval_precision"] == "bf16" and problems(eval_precision="bf16") == []
-    assert problems(eval_precision="fp32") == ["rules: the run claims to be official but its eval precision fp32 is not the track's bf16"]
-    assert problems() == ["rules: the run claims to be official but its eval precision fp32 is not the track's bf16"]  # absent: fp32
+    assert problems(eval_precision="fp32") == [
+        "rules: the run claims to be official but its eval precision fp32 is not the track's bf16"
+    ]
+    assert problems() == [
+        "rules: the run claims to be official but its eval precision fp32 is not the track's bf16"
+    ]  # absent: fp32
 
 
 def test_verify_errors_are_one_line(tmp_path, copy):

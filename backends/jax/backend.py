@@ -82,7 +82,9 @@ def join_processes() -> None:
     if _JOINED or env_world_size() <= 1:
         return
     if "MASTER_PORT" not in os.environ:
-        raise GolfError("WORLD_SIZE > 1 but MASTER_PORT is not set: start several JAX processes with `golf run --nproc-per-node N`")
+        raise GolfError(
+            "WORLD_SIZE > 1 but MASTER_PORT is not set: start several JAX processes with `golf run --nproc-per-node N`"
+        )
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     jax.distributed.initialize(
@@ -139,8 +141,12 @@ class JaxBackend:
         join_processes()
         devs = jax.devices()
         # device_kind ("NVIDIA H100 80GB HBM3") matches torch's device names, so both land on one leaderboard
-        return {"kind": jax.default_backend(), "count": len(devs), "names": [getattr(d, "device_kind", str(d)) for d in devs],
-                "world_size": jax.process_count()}  # fmt: skip
+        return {
+            "kind": jax.default_backend(),
+            "count": len(devs),
+            "names": [getattr(d, "device_kind", str(d)) for d in devs],
+            "world_size": jax.process_count(),
+        }
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -164,7 +170,9 @@ class JaxBackend:
             treedef = jax.tree.structure(opt_state)
             template = jax.tree.leaves(opt_state)
             if len(opt_leaves) != len(template) or any(a.shape != b.shape for a, b in zip(opt_leaves, template)):
-                raise GolfError("checkpoint optimizer state does not match this model/config; was it saved for another preset?")
+                raise GolfError(
+                    "checkpoint optimizer state does not match this model/config; was it saved for another preset?"
+                )
             opt_state = place.replicate(jax.tree.unflatten(treedef, [np.asarray(a) for a in opt_leaves]))
         return JaxState(trainer, params, opt_state, step, seed)
 
@@ -202,8 +210,9 @@ class JaxBackend:
 
     # -- scoring --------------------------------------------------------------------------------------------
 
-    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None,
-               precision: str = "fp32") -> "JaxScorer":  # fmt: skip
+    def scorer(
+        self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None, precision: str = "fp32"
+    ) -> "JaxScorer":
         """A JaxScorer over ``devices`` (default: this process's devices) at ``precision`` (fp32 | bf16)."""
         return JaxScorer(spec_name, config, weights, devices, precision)
 
@@ -244,7 +253,9 @@ class JaxBackend:
             raise GolfError(f"checkpoint {path} holds model '{meta.get('spec')}', not '{spec_name}'")
         weights = {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")}
         opt_leaves = [data[k] for k in sorted(k for k in data if k.startswith("opt/"))]
-        return self._state_from(spec_name, config, weights, opt_leaves, int(data["step"]), int(meta.get("seed", 0)), devices)
+        return self._state_from(
+            spec_name, config, weights, opt_leaves, int(data["step"]), int(meta.get("seed", 0)), devices
+        )
 
     def code_layout(self) -> CodeLayout:
         """This package's source files under the harness's one code-bytes rule (harness/code.py)."""
@@ -271,8 +282,9 @@ class JaxScorer:
     Raises GolfError for bad weights or an unknown precision.
     """
 
-    def __init__(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None,
-                 precision: str = "fp32"):  # fmt: skip
+    def __init__(
+        self, spec_name: str, config: dict, weights: dict[str, np.ndarray], devices=None, precision: str = "fp32"
+    ):
         check_weights(get_spec(spec_name), config, weights)
         self.vocab_size = config["vocab_size"]
         self.precision = precision

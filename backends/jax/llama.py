@@ -59,8 +59,11 @@ def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, blocks: i
     for i in range(blocks):
         end = (i + 1) * size
         mask = (jnp.arange(size)[:, None] + i * size) >= jnp.arange(end)[None, :]
-        outs.append(jax.nn.dot_product_attention(q[:, i * size : end], k[:, :end], v[:, :end], mask=mask[None, None],
-                                                 implementation="xla"))  # fmt: skip
+        outs.append(
+            jax.nn.dot_product_attention(
+                q[:, i * size : end], k[:, :end], v[:, :end], mask=mask[None, None], implementation="xla"
+            )
+        )
     return jnp.concatenate(outs, axis=1)
 
 

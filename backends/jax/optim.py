@@ -54,7 +54,9 @@ class MuonState(NamedTuple):
     buf: Any  # torch-style momentum buffer, one per matrix
 
 
-def scale_by_muon(momentum_at: Callable[[jax.Array], jax.Array], ns_steps: int, ns_dtype) -> optax.GradientTransformation:
+def scale_by_muon(
+    momentum_at: Callable[[jax.Array], jax.Array], ns_steps: int, ns_dtype
+) -> optax.GradientTransformation:
     """Nesterov momentum, then orthogonalization, then the sqrt(max(1, rows/cols)) shape scale.
 
     Matrices of the same shape (the same projection in every layer) are stacked and orthogonalized by one

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from backends.jax.layers import default_compute_dtype, param_paths, path_name
 from backends.jax.llama import GPT
@@ -82,7 +83,9 @@ def score_fns(spec_name: str, config: dict, precision: str = "fp32") -> tuple[Ca
             return traced
 
         nll = jax.jit(full_precision(lambda p, tokens: token_nll(apply(p, tokens[:, :-1]), tokens[:, 1:])))
-        logprobs = jax.jit(full_precision(lambda p, idx, rows, ts: jax.nn.log_softmax(apply(p, idx)[rows, ts], axis=-1)))
+        logprobs = jax.jit(
+            full_precision(lambda p, idx, rows, ts: jax.nn.log_softmax(apply(p, idx)[rows, ts], axis=-1))
+        )
         _SCORE_FNS[key] = (nll, logprobs)
     return _SCORE_FNS[key]
 
@@ -192,7 +195,9 @@ class Trainer:
         padded = np.zeros((k * rows, T + 1), np.int32)
         padded[:B] = batch
         weight = (np.arange(k * rows) < B).astype(np.float32)
-        return self.placement.put_micro(padded.reshape(k, rows, T + 1)), self.placement.put_micro(weight.reshape(k, rows))
+        return self.placement.put_micro(padded.reshape(k, rows, T + 1)), self.placement.put_micro(
+            weight.reshape(k, rows)
+        )
 
 
 _TRAINERS: dict[tuple, Trainer] = {}

@@ -113,7 +113,9 @@ class TorchCollective:
 
     def __init__(self) -> None:
         self.rank, self.world_size = _world()
-        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self.device = (
+            torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        )
 
     def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
         """float64 (n,) -> float64 (n,), the same on every rank."""
@@ -148,8 +150,10 @@ def _autocast(device: torch.device, enabled: bool = True):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     # flash first (parameter-golf disables cuDNN attention); the others only where flash cannot run
-    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]), \
-            torch.autocast("cuda", dtype=torch.bfloat16):
+    with (
+        sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]),
+        torch.autocast("cuda", dtype=torch.bfloat16),
+    ):
         yield
 
 
@@ -168,8 +172,10 @@ def _build_model(spec_name: str, config: dict, weights: dict, device: torch.devi
     with torch.device("meta"):
         model = family(spec_name).build(config)
     model = model.to_empty(device=device)
-    tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) if isinstance(v, np.ndarray) else v
-               for k, v in weights.items()}
+    tensors = {
+        k: torch.as_tensor(np.asarray(v, dtype=np.float32)) if isinstance(v, np.ndarray) else v
+        for k, v in weights.items()
+    }
     with torch.no_grad():
         model.load_state_dict(tensors, strict=True)
     return model
@@ -203,8 +209,14 @@ class TorchScorer:
     bounded whatever batch the evaluator sends. Raises GolfError for an unknown precision.
     """
 
-    def __init__(self, model: nn.Module, vocab_size: int, device: torch.device, precision: str = "fp32",
-                 max_tokens: int = 1 << 16):
+    def __init__(
+        self,
+        model: nn.Module,
+        vocab_size: int,
+        device: torch.device,
+        precision: str = "fp32",
+        max_tokens: int = 1 << 16,
+    ):
         if precision not in ("fp32", "bf16"):
             raise GolfError(f"unknown scorer precision '{precision}': use fp32 or bf16")
         self.model, self.vocab_size, self.device = model.eval(), vocab_size, device
@@ -256,8 +268,12 @@ class TorchBackend:
             n = torch.cuda.device_count()
             out = {"kind": "cuda", "count": n, "names": [torch.cuda.get_device_name(i) for i in range(n)]}
         else:  # CPU results are bit-reproducible for a given thread count, so record it
-            out = {"kind": "cpu", "count": 1, "names": [platform.processor() or platform.machine()],
-                   "threads": torch.get_num_threads()}
+            out = {
+                "kind": "cpu",
+                "count": 1,
+                "names": [platform.processor() or platform.machine()],
+                "threads": torch.get_num_threads(),
+            }
         if dist.is_available() and dist.is_initialized():
             out["world_size"] = dist.get_world_size()
         return out
@@ -288,8 +304,9 @@ class TorchBackend:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
-        return TorchState(spec_name, dict(config), model, train_model, fam.optimizers(model, config), device,
-                          fam, rank, world)
+        return TorchState(
+            spec_name, dict(config), model, train_model, fam.optimizers(model, config), device, fam, rank, world
+        )
 
     def train_step(self, state: TorchState, batch: np.ndarray, lr_scale: float) -> tuple[TorchState, dict]:
         """One optimizer step on the global ``batch`` int32 (B, T+1); this rank trains on its share of rows.
@@ -319,8 +336,12 @@ class TorchBackend:
             sync = contextlib.nullcontext() if last or state.world == 1 else state.train_model.no_sync()
             with sync, _autocast(state.device):
                 logits = state.train_model(tokens[r0 : r0 + rows, :-1])
-                nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets[r0 : r0 + rows].reshape(-1),
-                                      ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+                nll = F.cross_entropy(
+                    logits.float().reshape(-1, logits.size(-1)),
+                    targets[r0 : r0 + rows].reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
                 part = nll / denom
             (part * state.world).backward()
             loss = loss + part.detach()
@@ -350,13 +371,16 @@ class TorchBackend:
 
     def export(self, state: TorchState) -> dict[str, np.ndarray]:
         sd = state.model.state_dict()
-        return {name: sd[name].detach().float().cpu().numpy().copy()
-                for name in get_spec(state.spec_name).shapes(state.config)}
+        return {
+            name: sd[name].detach().float().cpu().numpy().copy()
+            for name in get_spec(state.spec_name).shapes(state.config)
+        }
 
     # -- evaluation ----------------------------------------------------------------------------------------
 
-    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray],
-               precision: str = "fp32") -> TorchScorer:
+    def scorer(
+        self, spec_name: str, config: dict, weights: dict[str, np.ndarray], precision: str = "fp32"
+    ) -> TorchScorer:
         check_weights(get_spec(spec_name), config, weights)
         device = _device()
         model = _build_model(spec_name, config, weights, device)
@@ -376,16 +400,17 @@ class TorchBackend:
         # torch registers the CUDA attention kernels only; give the CPU flash kernels the same formulas
         aten = torch.ops.aten
         cpu_sdpa = {
-            "_scaled_dot_product_flash_attention_for_cpu":
-                lambda q, k, v, *_, **__: flop_counter.sdpa_flop_count(q, k, v),
-            "_scaled_dot_product_flash_attention_for_cpu_backward":
-                lambda g, q, k, v, *_, **__: flop_counter.sdpa_backward_flop_count(g, q, k, v),
+            "_scaled_dot_product_flash_attention_for_cpu": lambda q, k, v, *_, **__: flop_counter.sdpa_flop_count(
+                q, k, v
+            ),
+            "_scaled_dot_product_flash_attention_for_cpu_backward": lambda g, q, k, v, *_, **__: (
+                flop_counter.sdpa_backward_flop_count(g, q, k, v)
+            ),
         }
         mapping = {getattr(aten, op): fn for op, fn in cpu_sdpa.items() if hasattr(aten, op)}
         model = copy.deepcopy(state.model)
         tokens = _tokens(np.asarray(batch)[:1], state.config["vocab_size"], state.device)
-        with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter, \
-                _autocast(state.device):
+        with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter, _autocast(state.device):
             model(tokens[:, :-1], tokens[:, 1:]).backward()
         return float(counter.get_total_flops()) * int(np.asarray(batch).shape[0])
 
@@ -422,8 +447,9 @@ class TorchBackend:
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise GolfError(f"checkpoint {path} was not written by the golfbench torch backend")
         if payload["spec"] != spec_name or payload["config"] != dict(config):
-            changed = sorted(k for k in set(payload["config"]) | set(config)
-                             if payload["config"].get(k) != config.get(k))
+            changed = sorted(
+                k for k in set(payload["config"]) | set(config) if payload["config"].get(k) != config.get(k)
+            )
             raise GolfError(
                 f"checkpoint {path} is for {payload['spec']} with another config (differs in {changed[:5]}): "
                 "resume with the run's original model and preset"

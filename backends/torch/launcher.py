@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args)
     except ChildFailedError as exc:  # which processes failed and how; the parent words it (harness.launch)
-        _report({"failures": [[int(rank), int(f.local_rank), int(f.exitcode)] for rank, f in sorted(exc.failures.items())]})
+        _report(
+            {"failures": [[int(rank), int(f.local_rank), int(f.exitcode)] for rank, f in sorted(exc.failures.items())]}
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -72,7 +72,9 @@ def cema_kernel(alpha, delta, theta, gamma, length: int) -> torch.Tensor:
     # log1p keeps precision when p*sigmoid(delta) is small; the clamp only matters when it rounds to 1 (r=0),
     # where it turns 0 * log 0 = nan at j=0 into r^0 = 1 and leaves r^j ~ 0 for j >= 1.
     log_r = torch.log1p(-p * torch.sigmoid(delta)).clamp_min(-80.0)
-    phi = torch.arange(1, N + 1, device=alpha.device, dtype=torch.float32) * (torch.sigmoid(theta)[:, None] * (2 * math.pi / N))
+    phi = torch.arange(1, N + 1, device=alpha.device, dtype=torch.float32) * (
+        torch.sigmoid(theta)[:, None] * (2 * math.pi / N)
+    )
     j = torch.arange(length, device=alpha.device, dtype=torch.float32)
     mag = torch.exp(log_r[..., None] * j)  # (D, N, L)
     ang = phi[..., None] * j
@@ -138,7 +140,9 @@ def chunked_attention(q, k, v, chunk: int, rope_base: float) -> torch.Tensor:
     cos, sin = rope_tables(C, q.shape[-1], rope_base, q.device)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     # SDPA takes a value head dim different from the q/k one; scale=1 because q, k are already normalised.
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=1.0)
+    o = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=1.0
+    )
     return o.transpose(1, 2).reshape(B, n * C, H, -1)[:, :T]
 
 
@@ -225,7 +229,9 @@ class MegalodonLayer(nn.Module):
         h = self.wh1(mx) + self.wh2(self.attention(mx, xt))
         y = x + h
         with _fp32_region(y):
-            n = F.layer_norm(y.float(), (y.shape[-1],), 1.0 + self.ffn_norm.weight.float(), self.ffn_norm.bias.float(), eps)
+            n = F.layer_norm(
+                y.float(), (y.shape[-1],), 1.0 + self.ffn_norm.weight.float(), self.ffn_norm.bias.float(), eps
+            )
         return x + self.ffn(n)
 
 

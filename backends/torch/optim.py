@@ -39,7 +39,9 @@ def build_optimizers(spec_name: str, model: nn.Module, config: dict) -> list[tor
     owner = {name: i for i, group in enumerate(groups) for name in group.tensors}
     if set(owner) != set(params):
         odd = sorted(set(owner) ^ set(params))
-        raise GolfError(f"{spec_name}: the torch module's parameters differ from the spec's canonical names ({odd[:3]})")
+        raise GolfError(
+            f"{spec_name}: the torch module's parameters differ from the spec's canonical names ({odd[:3]})"
+        )
     momentum = spec.momentum_schedule(config).at(0)
     optimizers: list[torch.optim.Optimizer] = []
     for i, group in enumerate(groups):
