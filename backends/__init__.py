@@ -1,1 +1,1 @@
-"""Framework backends: each subpackage implements harness.backend.Backend for its framework."""
+"""Framework backends: each subpackage implements golfbench.harness.backend.Backend for its framework."""

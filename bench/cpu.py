@@ -10,23 +10,20 @@ loader_tokens_per_s >= 1e8, zstd_vs_zlib9_ratio <= 0.97.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness import artifact as art  # noqa: E402
-from harness.backend import get_backend  # noqa: E402
-from harness.data.dataset import Dataset  # noqa: E402
-from harness.data.stream import BatchStream  # noqa: E402
-from harness.evaluate import evaluate, window_plan  # noqa: E402
-from harness.init import init_weights  # noqa: E402
-from harness.models import get_spec  # noqa: E402
-from harness.records import atomic_write_json, hardware, versions  # noqa: E402
+from golfbench.harness import artifact as art
+from golfbench.harness.backend import get_backend
+from golfbench.harness.data.dataset import Dataset
+from golfbench.harness.data.stream import BatchStream
+from golfbench.harness.evaluate import evaluate, window_plan
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import get_spec
+from golfbench.harness.records import atomic_write_json, hardware, versions
 
 GOALS = {
     "framework_ratio_llama": [0.67, 1.5],

@@ -7,7 +7,7 @@
 - the official scoring path (the track's eval precision, the harness evaluator at stride 64, context 1024) in both
   frameworks, projected to FineWeb val (62,021,632 tokens) sharded over 8 GPUs (goal <= 90 s; the limit is 600 s).
 
-Everything measured is what `golf run` / `golf eval` execute (backend.warmup + train_step, harness.evaluate with
+Everything measured is what `golf run` / `golf eval` execute (backend.warmup + train_step, golfbench.harness.evaluate with
 the backend's scorer). One call, under 8 minutes on one H100/H200.
 
 Usage: python bench/gpu.py --out bench/results/gpu-<device>.json [--pg-step-ms 43.5]
@@ -16,21 +16,18 @@ Usage: python bench/gpu.py --out bench/results/gpu-<device>.json [--pg-step-ms 4
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness.backend import get_backend  # noqa: E402
-from harness.data.tokenizer import ByteAccounting  # noqa: E402
-from harness.evaluate import evaluate, window_plan  # noqa: E402
-from harness.init import init_weights  # noqa: E402
-from harness.models import get_spec  # noqa: E402
-from harness.records import atomic_write_json, hardware, versions  # noqa: E402
-from harness.tracks import load_track  # noqa: E402
+from golfbench.harness.backend import get_backend
+from golfbench.harness.data.tokenizer import ByteAccounting
+from golfbench.harness.evaluate import evaluate, window_plan
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import get_spec
+from golfbench.harness.records import atomic_write_json, hardware, versions
+from golfbench.harness.tracks import load_track
 
 H100_BF16_PEAK = 989.4e12
 FINEWEB_VAL_TOKENS = 62_021_632

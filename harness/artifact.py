@@ -23,8 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from harness.code import code_bytes, code_digest  # noqa: F401 - re-exported: the size rule's inputs
-from harness.errors import GolfError
+from golfbench.harness.code import code_bytes, code_digest  # noqa: F401 - re-exported: the size rule's inputs
+from golfbench.harness.errors import GolfError
 
 CAP_BYTES = 16_000_000
 KEEP_FLOAT_MAX_NUMEL = 65_536

@@ -19,12 +19,12 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.distributed import Collective
-from harness.errors import GolfError
+from golfbench.harness.distributed import Collective
+from golfbench.harness.errors import GolfError
 
 REGISTRY: dict[str, str] = {
-    "torch": "backends.torch.backend",
-    "jax": "backends.jax.backend",
+    "torch": "golfbench.backends.torch.backend",
+    "jax": "golfbench.backends.jax.backend",
 }
 
 INSTALL_HINT = {
@@ -76,7 +76,7 @@ class Backend(Protocol):
 
     def collective(self) -> "Collective":
         """The run's process group (harness/distributed.py): joins it on first call when the process was
-        launched as one of several (``WORLD_SIZE`` > 1), else returns ``harness.distributed.SINGLE``."""
+        launched as one of several (``WORLD_SIZE`` > 1), else returns ``golfbench.harness.distributed.SINGLE``."""
 
 
 def backend_names() -> list[str]:

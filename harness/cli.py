@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 app = typer.Typer(
     add_completion=False,
@@ -34,9 +34,9 @@ err = Console(stderr=True)
 
 def _fail(kind: str, message: str, exit_code: int) -> None:
     """Print ``kind: message`` as one line on stderr, or, in a process started by `golf run --nproc-per-node`,
-    leave it for the parent to print once (harness.launch.report_failure)."""
-    from harness.distributed import env_rank
-    from harness.launch import report_failure
+    leave it for the parent to print once (golfbench.harness.launch.report_failure)."""
+    from golfbench.harness.distributed import env_rank
+    from golfbench.harness.launch import report_failure
 
     if report_failure(kind, message, exit_code):
         return
@@ -67,7 +67,7 @@ def handled(fn):
         except Exception as exc:
             message = f"{exc.__class__.__name__}: {exc} (rerun with GOLF_DEBUG=1 for a traceback)"
             if os.environ.get("GOLF_DEBUG"):
-                from harness.launch import report_failure
+                from golfbench.harness.launch import report_failure
 
                 report_failure("internal error", message, 1)  # a launched process still tells its parent
                 raise
@@ -78,7 +78,7 @@ def handled(fn):
 
 
 def _print_json(obj) -> None:
-    from harness.records import dumps
+    from golfbench.harness.records import dumps
 
     sys.stdout.write(dumps(obj) + "\n")
 
@@ -118,7 +118,7 @@ def data_build(
         raise GolfError(
             f"unknown dataset '{name}' to build: only 'shakespeare' is embedded; FineWeb uses `golf data fetch fineweb`"
         )
-    from harness.data import shakespeare
+    from golfbench.harness.data import shakespeare
 
     path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"), allow_lossy=allow_lossy)
     out.print(f"built {path}")
@@ -144,7 +144,7 @@ def data_fetch(
         raise GolfError(f"unknown dataset '{name}' to fetch: only 'fineweb' can be fetched")
     if train_shards < 0:
         raise GolfError("--train-shards must be >= 0")
-    from harness.data import fineweb
+    from golfbench.harness.data import fineweb
 
     path = fineweb.fetch(
         out_dir or Path(f"data/fineweb_{variant}"),
@@ -167,7 +167,7 @@ def data_verify(
     ),
 ):
     """Check a dataset: shard headers, sizes, hashes, token ids, tokenizer, splits, val bytes per document, losslessness. Example: golf data verify data/shakespeare_sp1024 --json"""
-    from harness.data.dataset import verify
+    from golfbench.harness.data.dataset import verify
 
     report = verify(path, allow_lossy=allow_lossy)
     if as_json:
@@ -206,7 +206,7 @@ def data_verify(
 @handled
 def tracks_cmd(as_json: bool = typer.Option(False, "--json")):
     """List the tracks and their budgets at each scale. Example: golf tracks"""
-    from harness.tracks import list_tracks
+    from golfbench.harness.tracks import list_tracks
 
     tracks = list_tracks()
     if as_json:
@@ -237,7 +237,7 @@ def tracks_cmd(as_json: bool = typer.Option(False, "--json")):
 @handled
 def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every preset's config and recipe as JSON")):
     """List model specs, presets, parameter counts and FLOPs per token. Example: golf models"""
-    from harness.models import SPECS
+    from golfbench.harness.models import SPECS
 
     if as_json:
         rows = []
@@ -320,9 +320,9 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="print result.json"),
 ):
     """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1"""
-    from harness import runner
-    from harness.launch import Layout, launch
-    from harness.tracks import parse_budget
+    from golfbench.harness import runner
+    from golfbench.harness.launch import Layout, launch
+    from golfbench.harness.tracks import parse_budget
 
     layout = Layout(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     layout.check()
@@ -416,12 +416,12 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Re-score any artifact with either backend. Example: golf eval runs/.../artifact.golf --data data/shakespeare_sp1024 --backend jax --precision bf16 --json"""
-    from harness.artifact import naming, read_artifact
-    from harness.backend import get_backend
-    from harness.data.dataset import Dataset
-    from harness.records import atomic_write_json
-    from harness.scoring import load_artifact_model, score_weights
-    from harness.tracks import EVAL_PRECISIONS
+    from golfbench.harness.artifact import naming, read_artifact
+    from golfbench.harness.backend import get_backend
+    from golfbench.harness.data.dataset import Dataset
+    from golfbench.harness.records import atomic_write_json
+    from golfbench.harness.scoring import load_artifact_model, score_weights
+    from golfbench.harness.tracks import EVAL_PRECISIONS
 
     if precision not in EVAL_PRECISIONS:
         raise GolfError(f"unknown --precision '{precision}': choose {' or '.join(EVAL_PRECISIONS)}")
@@ -479,12 +479,12 @@ def eval_cmd(
 
 def _eval_in_processes(nproc: int, child_args: list[str]) -> dict:
     """`golf eval --nproc-per-node N` (torch): the same `golf eval` in N torchrun processes, started as
-    `golf run` starts them (harness.launch: quiet torchrun, one-line failures); returns process 0's report
+    `golf run` starts them (golfbench.harness.launch: quiet torchrun, one-line failures); returns process 0's report
     (a dict, read back from its --json-out file). Raises GolfError/LaunchError with the first failure."""
     import shutil
     import tempfile
 
-    from harness.launch import Layout, child_env, first_failure, run_torchrun
+    from golfbench.harness.launch import Layout, child_env, first_failure, run_torchrun
 
     layout = Layout(nproc_per_node=nproc)
     folder = Path(tempfile.mkdtemp(prefix="golf-eval-"))
@@ -516,8 +516,8 @@ def artifact_inspect(
     code: Optional[List[Path]] = typer.Option(None, help="code files to count (default: the training backend's)"),
 ):
     """Per-tensor table and totals against the 16,000,000-byte cap. Example: golf artifact inspect runs/.../artifact.golf"""
-    from harness import artifact as art
-    from harness.backend import get_backend
+    from golfbench.harness import artifact as art
+    from golfbench.harness.backend import get_backend
 
     blob = art.read_artifact(artifact)
     with art.naming(artifact):
@@ -556,8 +556,8 @@ def artifact_unpack(
     """Write the dequantized fp32 canonical weights. Example: golf artifact unpack runs/.../artifact.golf --out weights.safetensors"""
     from safetensors.numpy import save
 
-    from harness import artifact as art
-    from harness.records import atomic_write_bytes
+    from golfbench.harness import artifact as art
+    from golfbench.harness.records import atomic_write_bytes
 
     blob = art.read_artifact(artifact)
     with art.naming(artifact):
@@ -599,7 +599,7 @@ def compare_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Same data, batches, evaluator and budget for each target. Example: golf compare megalodon@jax llama@torch --seeds 2"""
-    from harness import compare
+    from golfbench.harness import compare
 
     if seeds < 1:
         raise GolfError("--seeds must be at least 1")
@@ -689,8 +689,8 @@ def leaderboard_cmd(
     ),
 ):
     """Per-track boards from verified run records. Example: golf leaderboard --runs runs --format html --out board.html"""
-    from harness import leaderboard
-    from harness.records import atomic_write_bytes
+    from golfbench.harness import leaderboard
+    from golfbench.harness.records import atomic_write_bytes
 
     if fmt not in leaderboard.FORMATS:
         raise GolfError(f"unknown --format '{fmt}': choose md, json or html")
@@ -715,7 +715,7 @@ def verify_cmd(
     backend: Optional[str] = typer.Option(None, help="re-score with this backend (default: the run's)"),
 ):
     """Re-derive a run's result from its files alone. Example: golf verify runs/fixed-data/dev/llama-tiny-torch-s0"""
-    from harness.verify import verify_run
+    from golfbench.harness.verify import verify_run
 
     if not run_dir.is_dir():
         raise GolfError(f"run directory {run_dir} does not exist")
@@ -741,7 +741,7 @@ def export_cmd(
     blurb: Optional[str] = typer.Option(None, help="one-paragraph description"),
 ):
     """Write a parameter-golf records folder. Example: golf export runs/fixed-data/dev/llama-tiny-torch-s* --out records/my-run"""
-    from harness import submission
+    from golfbench.harness import submission
 
     if fmt != "parameter-golf":
         raise GolfError(f"unknown --format '{fmt}': only parameter-golf is supported")
@@ -758,7 +758,7 @@ def export_cmd(
 @handled
 def validate_submission_cmd(folder: Path = typer.Argument(..., help="records folder with submission.json")):
     """Check a records folder against the submission schema and the size rule. Example: golf validate-submission records/my-run"""
-    from harness import submission
+    from golfbench.harness import submission
 
     problems = submission.validate_folder(folder)
     for p in problems:
@@ -785,7 +785,7 @@ def rehearse_cmd(
 ):
     """Play every track's official rules on the CPU (several processes/devices, official precision and eval
     policy, verify). Example: golf rehearse --data data/shakespeare_sp1024"""
-    from harness.rehearse import rehearse
+    from golfbench.harness.rehearse import rehearse
 
     done = rehearse(
         data,

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 SNAPSHOT_DIR = "code"
 

@@ -15,13 +15,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cohort import COHORT_FIELDS, cohort_key, dataset_content_sha256
-from harness.errors import GolfError
-from harness.models import check_name, get_spec
-from harness.plots import plot_compare
-from harness.records import STATUSES, atomic_write_json, default_run_id, read_events, read_json, run_dir
-from harness.runner import default_preset
-from harness.stats import mean_std, welch_one_sided
+from golfbench.harness.cohort import COHORT_FIELDS, cohort_key, dataset_content_sha256
+from golfbench.harness.errors import GolfError
+from golfbench.harness.models import check_name, get_spec
+from golfbench.harness.plots import plot_compare
+from golfbench.harness.records import STATUSES, atomic_write_json, default_run_id, read_events, read_json, run_dir
+from golfbench.harness.runner import default_preset
+from golfbench.harness.stats import mean_std, welch_one_sided
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def run_all(
     log=print,
     eval_stride: int | None = None,
 ) -> dict[Target, list[dict]]:
-    from harness.tracks import load_track, parse_budget
+    from golfbench.harness.tracks import load_track, parse_budget
 
     budget_value = parse_budget(budget)
     if eval_stride is not None and eval_stride < 1:
@@ -146,7 +146,10 @@ def run_all(
                     args.append("--force")
                 log(f"[compare] {t.label} seed {seed}: running")
                 proc = subprocess.run(
-                    [sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE, text=True, env={**os.environ}
+                    [sys.executable, "-m", "golfbench.harness.cli", *args],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ},
                 )
                 found = _existing(d)
                 if found is None:
@@ -161,7 +164,7 @@ def run_all(
 def _content(data: Path) -> str | None:
     """The content identity of the dataset the comparison will run on (None when there is none yet: the runs
     themselves will say what is missing)."""
-    from harness.data.dataset import Dataset
+    from golfbench.harness.data.dataset import Dataset
 
     if not (Path(data) / "manifest.json").exists():
         return None

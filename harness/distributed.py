@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 
 def env_rank() -> int:

@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from harness.data.tokenizer import ByteAccounting
-from harness.distributed import SINGLE, Collective
-from harness.errors import GolfError
+from golfbench.harness.data.tokenizer import ByteAccounting
+from golfbench.harness.distributed import SINGLE, Collective
+from golfbench.harness.errors import GolfError
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 _BYTES_CHUNK = 1 << 22

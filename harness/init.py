@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from harness.models import ModelSpec
+from golfbench.harness.models import ModelSpec
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:

@@ -4,7 +4,7 @@ The parent process validates the run first (``runner.Run(spec, resume, world_siz
 budget, run directory, resume compatibility), so a bad run is refused in one line before any process starts
 and before anything is written. Then it starts the processes:
 
-- torch: torchrun (DDP; gloo on CPU, NCCL on GPUs), through ``backends.torch.launcher``, which runs torchrun
+- torch: torchrun (DDP; gloo on CPU, NCCL on GPUs), through ``golfbench.backends.torch.launcher``, which runs torchrun
   with its own logs and error report silenced (the harness stays framework-free: it only names that module);
 - JAX: the processes are spawned here, each with torchrun's environment (``RANK``, ``WORLD_SIZE``,
   ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), and join ``jax.distributed``; when
@@ -30,12 +30,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.distributed import env_rank
-from harness.errors import GolfError
+from golfbench.harness.distributed import env_rank
+from golfbench.harness.errors import GolfError
 
 ERROR_DIR_ENV = "GOLF_ERROR_DIR"
 LAUNCHER_REPORT = "launcher.json"  # written by the torch launcher module when torchrun itself reports a failure
-TORCH_LAUNCHER = "backends.torch.launcher"
+TORCH_LAUNCHER = "golfbench.backends.torch.launcher"
 
 
 class LaunchError(GolfError):
@@ -149,7 +149,7 @@ def torchrun_command(layout: Layout, child_args: list[str], rdzv_id: str) -> lis
             f"--rdzv-endpoint={layout.rdzv_endpoint}",
             f"--rdzv-id={rdzv_id}",
         ]
-    cmd += ["--max-restarts=0", "-m", "harness.cli", *child_args]
+    cmd += ["--max-restarts=0", "-m", "golfbench.harness.cli", *child_args]
     return cmd
 
 
@@ -270,8 +270,8 @@ def launch(spec, layout: Layout, resume_dir: Path | None = None) -> dict:
     shared run directory when it is visible, else a status-only dict). Raises GolfError before anything
     starts for a run that cannot be done, and LaunchError with the first child's one-line failure.
     """
-    from harness.records import read_json
-    from harness.runner import Run
+    from golfbench.harness.records import read_json
+    from golfbench.harness.runner import Run
 
     layout.check()
     run = Run(spec, resume=resume_dir is not None, world_size=layout.world_size)
@@ -328,7 +328,7 @@ def _run_processes(layout: Layout, args: list[str], env: dict) -> tuple[int, lis
         master = (host, int(port))
     else:
         master = ("127.0.0.1", _free_port())
-    cmd = [sys.executable, "-m", "harness.cli", *args]
+    cmd = [sys.executable, "-m", "golfbench.harness.cli", *args]
     procs = [
         subprocess.Popen(cmd, env=process_env(layout, r, master, env), stdout=subprocess.DEVNULL)
         for r in range(layout.nproc_per_node)

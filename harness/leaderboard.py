@@ -15,10 +15,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.cohort import COHORT_FIELDS, cohort_key, cohort_label
-from harness.records import read_json, validate_result
-from harness.stats import mean_std, welch_one_sided
-from harness.verify import verify_run
+from golfbench.harness.cohort import COHORT_FIELDS, cohort_key, cohort_label
+from golfbench.harness.records import read_json, validate_result
+from golfbench.harness.stats import mean_std, welch_one_sided
+from golfbench.harness.verify import verify_run
 
 
 @dataclass

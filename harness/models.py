@@ -32,7 +32,7 @@ import typing
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from harness.records import atomic_write_bytes, read_events
+from golfbench.harness.records import atomic_write_bytes, read_events
 
 
 def _figure():

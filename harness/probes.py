@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 SUM_TOL = 1e-3
 NLL_TOL = 1e-4

@@ -17,8 +17,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from harness.errors import GolfError
-from harness.models import check_name
+from golfbench.harness.errors import GolfError
+from golfbench.harness.models import check_name
 
 STATUSES = ("ok", "over_budget", "diverged", "failed")
 RESULT_FIELDS = (
@@ -218,7 +218,7 @@ def validate_result(obj: dict) -> list[str]:
     ``pre_quant_val_bpb`` is null when the track (eval_prequant) or --no-prequant skipped that score;
     ``eval_precision`` is fp32 | bf16, absent = fp32. Lines read "missing field 'x'", "field 'x' is not a
     number", "status 'x' is not one of ...", or the schema's own message."""
-    from harness.schema import errors
+    from golfbench.harness.schema import errors
 
     if not isinstance(obj, dict):
         return ["the result is not a JSON object"]

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.manifest import read_manifest, sha256_file, write_manifest
-from harness.data.shards import read_shard, write_shard
-from harness.errors import GolfError
-from harness.models import get_spec
-from harness.tracks import TRACKS_ENV, list_tracks
+from golfbench.harness.data.manifest import read_manifest, sha256_file, write_manifest
+from golfbench.harness.data.shards import read_shard, write_shard
+from golfbench.harness.errors import GolfError
+from golfbench.harness.models import get_spec
+from golfbench.harness.tracks import TRACKS_ENV, list_tracks
 
 # llama/tiny and megalodon/tiny both train 256-token sequences in 16-row (4,096-token) steps
 SEQ_LEN, BATCH_ROWS = 256, 16
@@ -128,7 +128,11 @@ def _toml(doc: dict) -> str:
 
 def _golf(args: list, env: dict, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

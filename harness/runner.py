@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import code, progress
-from harness.artifact import pack, size_report
-from harness.backend import get_backend
-from harness.cohort import dataset_content_sha256
-from harness.data.dataset import Dataset
-from harness.data.stream import BatchStream
-from harness.distributed import (
+from golfbench.harness import code, progress
+from golfbench.harness.artifact import pack, size_report
+from golfbench.harness.backend import get_backend
+from golfbench.harness.cohort import dataset_content_sha256
+from golfbench.harness.data.dataset import Dataset
+from golfbench.harness.data.stream import BatchStream
+from golfbench.harness.distributed import (
     Collective,
     check_world,
     env_rank,
@@ -32,10 +32,10 @@ from harness.distributed import (
     replicas_identical,
     weights_digest,
 )
-from harness.errors import BudgetError, GolfError
-from harness.models import get_spec
-from harness.plots import plot_loss
-from harness.records import (
+from golfbench.harness.errors import BudgetError, GolfError
+from golfbench.harness.models import get_spec
+from golfbench.harness.plots import plot_loss
+from golfbench.harness.records import (
     EventLog,
     atomic_write_bytes,
     atomic_write_json,
@@ -47,8 +47,8 @@ from harness.records import (
     validate_result,
     versions,
 )
-from harness.scoring import load_artifact_model, score_weights
-from harness.tracks import Budget, load_track, lr_scale
+from golfbench.harness.scoring import load_artifact_model, score_weights
+from golfbench.harness.tracks import Budget, load_track, lr_scale
 
 CHECKPOINT = "checkpoint"
 

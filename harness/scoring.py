@@ -10,15 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import progress
-from harness.artifact import unpack
-from harness.backend import get_backend
-from harness.data.dataset import Dataset
-from harness.distributed import SINGLE, Collective
-from harness.errors import GolfError
-from harness.evaluate import EvalResult, evaluate
-from harness.models import check_weights, get_spec
-from harness.probes import probe_scorer
+from golfbench.harness import progress
+from golfbench.harness.artifact import unpack
+from golfbench.harness.backend import get_backend
+from golfbench.harness.data.dataset import Dataset
+from golfbench.harness.distributed import SINGLE, Collective
+from golfbench.harness.errors import GolfError
+from golfbench.harness.evaluate import EvalResult, evaluate
+from golfbench.harness.models import check_weights, get_spec
+from golfbench.harness.probes import probe_scorer
 
 
 @dataclass

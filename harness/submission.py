@@ -11,13 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.artifact import CAP_BYTES
-from harness.code import code_bytes, code_digest, snapshot_files
-from harness.errors import GolfError
-from harness.records import atomic_write_bytes, dumps, read_events, read_json
-from harness.schema import errors as schema_check
-from harness.schema import load as schema_load
-from harness.stats import mean_std
+from golfbench.harness.artifact import CAP_BYTES
+from golfbench.harness.code import code_bytes, code_digest, snapshot_files
+from golfbench.harness.errors import GolfError
+from golfbench.harness.records import atomic_write_bytes, dumps, read_events, read_json
+from golfbench.harness.schema import errors as schema_check
+from golfbench.harness.schema import load as schema_load
+from golfbench.harness.stats import mean_std
 
 
 def schema() -> dict:

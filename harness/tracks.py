@@ -11,12 +11,14 @@ import os
 import time
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-from harness.errors import GolfError
-from harness.models import check_name
+from golfbench.harness.errors import GolfError
+from golfbench.harness.models import check_name
 
-TRACKS_DIR = Path(__file__).resolve().parent.parent / "tracks"
+# The installed track rules: package data of golfbench.tracks (tracks/ in the repository).
+TRACKS_DIR = Path(str(resources.files("golfbench.tracks")))
 TRACKS_ENV = "GOLF_TRACKS_DIR"  # point golf at another tracks folder (tests, private rule sets)
 BUDGET_KINDS = ("seconds", "tokens", "flops")
 EVAL_PRECISIONS = ("fp32", "bf16")  # how every backend's scorer computes (backends' scorer docstrings)
@@ -105,7 +107,7 @@ def _parse(path: Path) -> Track:
 
 
 def default_tracks_dir() -> Path:
-    """The repo's tracks/ folder, or $GOLF_TRACKS_DIR when set."""
+    """The installed tracks (golfbench.tracks: the repository's tracks/ folder), or $GOLF_TRACKS_DIR when set."""
     env = os.environ.get(TRACKS_ENV)
     path = Path(env) if env else TRACKS_DIR
     if not path.is_dir():

@@ -17,14 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.artifact import CAP_BYTES
-from harness.code import SNAPSHOT_DIR, code_bytes, code_digest, snapshot_files
-from harness.data.dataset import Dataset
-from harness.data.dataset import verify as verify_dataset
-from harness.errors import GolfError
-from harness.models import get_spec
-from harness.records import atomic_write_json, read_events, read_json, validate_result
-from harness.tracks import load_track
+from golfbench.harness.artifact import CAP_BYTES
+from golfbench.harness.code import SNAPSHOT_DIR, code_bytes, code_digest, snapshot_files
+from golfbench.harness.data.dataset import Dataset
+from golfbench.harness.data.dataset import verify as verify_dataset
+from golfbench.harness.errors import GolfError
+from golfbench.harness.models import get_spec
+from golfbench.harness.records import atomic_write_json, read_events, read_json, validate_result
+from golfbench.harness.tracks import load_track
 
 BPB_RTOL = 1e-6
 # Re-scoring tolerance (relative, on val_bpb) per recorded eval_precision. fp32: the same backend reproduces
@@ -246,7 +246,7 @@ def _verify_files(
     _budget_check(v, result, manifest, read_events(run_dir / "events.jsonl"))
 
     if rescore and blob is not None and dataset is not None and not any(f.startswith("artifact") for f in v.failures):
-        from harness.scoring import load_artifact_model, score_weights
+        from golfbench.harness.scoring import load_artifact_model, score_weights
 
         try:
             loaded = load_artifact_model(blob)

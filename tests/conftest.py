@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.data.dataset import Dataset
-from harness.data.shakespeare import build
-from harness.data.tokenizer import ByteAccounting, load_tokenizer
+from golfbench.harness.data.dataset import Dataset
+from golfbench.harness.data.shakespeare import build
+from golfbench.harness.data.tokenizer import ByteAccounting, load_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.manifest import read_manifest, sha256_file, write_manifest
-from harness.data.shards import read_shard, write_shard
+from golfbench.harness.data.manifest import read_manifest, sha256_file, write_manifest
+from golfbench.harness.data.shards import read_shard, write_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 # One BLAS/XLA thread per subprocess: the test machine's cores are shared.
@@ -36,7 +36,7 @@ RUN_ARGS = ("--track", "fixed-data", "--scale", "dev", "--eval-stride", "256")
 def golf(*args, env: dict | None = None, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
     """`golf ARGS` as a user runs it: a fresh process, the real CLI entry point."""
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=cwd,
         env={**ENV, **(env or {})},
         capture_output=True,

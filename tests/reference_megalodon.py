@@ -185,7 +185,7 @@ MICRO = dict(
 
 
 def micro_config(**overrides) -> dict:
-    from harness.models import get_spec
+    from golfbench.harness.models import get_spec
 
     return get_spec("megalodon").config("tiny", {**MICRO, **overrides})
 
@@ -197,8 +197,8 @@ def rel_err(a, b) -> float:
 
 def noisy_weights(config: dict, seed: int = 0, scale: float = 0.3) -> dict[str, np.ndarray]:
     """Canonical init plus noise, so zero-initialised biases, offsets and gamma's imaginary part all matter."""
-    from harness.init import init_weights
-    from harness.models import get_spec
+    from golfbench.harness.init import init_weights
+    from golfbench.harness.models import get_spec
 
     rng = np.random.default_rng(seed)
     weights = init_weights(get_spec("megalodon"), config, seed)

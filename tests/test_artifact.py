@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import zstandard
 
-from harness import artifact as art
-from harness.errors import GolfError
-from harness.init import init_weights
-from harness.models import get_spec
+from golfbench.harness import artifact as art
+from golfbench.harness.errors import GolfError
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import get_spec
 
 
 def _pack(weights, control=lambda n: False, meta=None):

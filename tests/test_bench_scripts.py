@@ -37,7 +37,7 @@ def test_gpu_bench_smoke_runs_on_cpu_and_records_every_job(tmp_path):
     for key in ("llama/tiny@torch", "llama/tiny@jax", "megalodon/tiny@torch", "megalodon/tiny@jax"):
         assert "error" not in rec[key], rec[key]
         assert rec[key]["tokens_per_s"] > 0 and 0 < rec[key]["mfu"] < 1
-    from harness.tracks import load_track
+    from golfbench.harness.tracks import load_track
 
     official = load_track("wallclock-10min").scales["official"]
     for backend in ("torch", "jax"):

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from harness.data.dataset import Dataset, verify
-from harness.data.manifest import read_manifest, sha256_file, write_manifest
-from harness.data.shakespeare import build, load_documents
-from harness.data.shards import read_shard, write_shard
-from harness.data.tokenizer import (
+from golfbench.harness.data.dataset import Dataset, verify
+from golfbench.harness.data.manifest import read_manifest, sha256_file, write_manifest
+from golfbench.harness.data.shakespeare import build, load_documents
+from golfbench.harness.data.shards import read_shard, write_shard
+from golfbench.harness.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     ByteAccounting,
@@ -28,8 +28,8 @@ from harness.data.tokenizer import (
     token_roundtrip_problem,
     train_tokenizer_bytes,
 )
-from harness.errors import GolfError
-from harness.evaluate import count_val_bytes
+from golfbench.harness.errors import GolfError
+from golfbench.harness.evaluate import count_val_bytes
 
 SPACE = "\u2581"
 

@@ -10,7 +10,7 @@ import json
 import pytest
 from golf_helpers import RUN_ARGS, golf, golf_ok, small_dataset
 
-from harness.backend import backend_names, get_backend
+from golfbench.harness.backend import backend_names, get_backend
 
 
 @pytest.mark.parametrize("name", backend_names())
@@ -25,7 +25,7 @@ def test_every_backend_source_file_is_counted_for_some_model(name):
 
 def test_the_rule_is_the_same_for_both_backends_and_covers_the_whole_package():
     for name in backend_names():
-        package = importlib.import_module(f"backends.{name}")
+        package = importlib.import_module(f"golfbench.backends.{name}")
         root = __import__("pathlib").Path(package.__file__).parent
         every = sorted(p.name for p in root.glob("*.py"))
         layout = get_backend(name).code_layout()

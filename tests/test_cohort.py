@@ -7,9 +7,9 @@ import json
 
 from golf_helpers import golf, one_line_error, small_dataset
 
-from harness.cohort import COHORT_FIELDS, cohort_key, dataset_content_sha256
-from harness.data.manifest import read_manifest
-from harness.tracks import load_track
+from golfbench.harness.cohort import COHORT_FIELDS, cohort_key, dataset_content_sha256
+from golfbench.harness.data.manifest import read_manifest
+from golfbench.harness.tracks import load_track
 
 
 def test_content_identity_hashes_the_tokenizer_and_val_shard_bytes(shakespeare_dir):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from golf_helpers import small_dataset
 
-from harness.models import get_spec
-from harness.stats import welch_one_sided
+from golfbench.harness.models import get_spec
+from golfbench.harness.stats import welch_one_sided
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -25,7 +25,7 @@ TARGETS = ("llama/tiny@torch", "megalodon/tiny@torch")
 
 def golf(*args, timeout=900):
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=ROOT,
         env=ENV,
         capture_output=True,

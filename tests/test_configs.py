@@ -18,11 +18,11 @@ import json
 import numpy as np
 import pytest
 
-from harness.artifact import pack
-from harness.cli import _parse_sets
-from harness.errors import GolfError
-from harness.init import init_weights
-from harness.models import (
+from golfbench.harness.artifact import pack
+from golfbench.harness.cli import _parse_sets
+from golfbench.harness.errors import GolfError
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import (
     SPECS,
     GroupRule,
     LlamaConfig,
@@ -34,8 +34,8 @@ from harness.models import (
     TrainRecipe,
     get_spec,
 )
-from harness.runner import config_hash
-from harness.scoring import load_artifact_model
+from golfbench.harness.runner import config_hash
+from golfbench.harness.scoring import load_artifact_model
 
 LLAMA, MEGA = get_spec("llama"), get_spec("megalodon")
 PRESETS = [(s.name, p) for s in SPECS.values() for p in s.presets]
@@ -329,7 +329,7 @@ def test_artifact_configs_are_checked_like_overrides():
 def test_golf_models_json_lists_every_preset():
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from golfbench.harness.cli import app
 
     res = CliRunner().invoke(app, ["models", "--json"])
     assert res.exit_code == 0, res.output
@@ -495,8 +495,8 @@ MICRO = {
 @pytest.mark.parametrize("model", sorted(MICRO))
 def test_torch_optimizers_follow_the_groups(model):
     pytest.importorskip("torch")
-    from backends.torch.backend import BACKEND
-    from backends.torch.muon import Muon
+    from golfbench.backends.torch.backend import BACKEND
+    from golfbench.backends.torch.muon import Muon
 
     spec = get_spec(model)
     cfg = spec.config("tiny", MICRO[model])
@@ -514,7 +514,7 @@ def test_torch_optimizers_follow_the_groups(model):
 @pytest.mark.parametrize("model", sorted(MICRO))
 def test_jax_recipe_follows_the_groups(model):
     pytest.importorskip("jax")
-    from backends.jax.backend import BACKEND
+    from golfbench.backends.jax.backend import BACKEND
 
     spec = get_spec(model)
     cfg = spec.config("tiny", MICRO[model])
@@ -530,7 +530,7 @@ def test_jax_recipe_follows_the_groups(model):
 def test_run_artifact_holds_the_model_part_and_verifies(shakespeare_dir, tmp_path):
     from golf_helpers import golf, small_dataset
 
-    from harness.artifact import unpack
+    from golfbench.harness.artifact import unpack
 
     data = small_dataset(shakespeare_dir, tmp_path / "shakespeare_sp1024", train_tokens=8192)
     micro = [

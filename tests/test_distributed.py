@@ -20,7 +20,7 @@ def _run(out: Path, data: Path, nproc: int) -> tuple[dict, list[dict]]:
     args = [
         sys.executable,
         "-m",
-        "harness.cli",
+        "golfbench.harness.cli",
         "run",
         "--track",
         "fixed-data",

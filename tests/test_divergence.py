@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from golf_helpers import RUN_ARGS, files_under, golf, golf_ok, small_dataset
 
-from harness.records import validate_result
+from golfbench.harness.records import validate_result
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,8 @@ def test_a_non_finite_score_fails_the_run_naming_where(shakespeare_dir: Path, tm
     reason names the val position of the window."""
     import numpy as np
 
-    from harness import runner
-    from harness.backend import get_backend
+    from golfbench.harness import runner
+    from golfbench.harness.backend import get_backend
 
     backend = get_backend("torch")
     real = backend.scorer

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.artifact import CAP_BYTES
+from golfbench.harness.artifact import CAP_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1"}
@@ -18,7 +18,7 @@ ENV = {**os.environ, "GOLF_NO_PROGRESS": "1"}
 
 def golf(*args, check=True, cwd=ROOT):
     res = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=cwd,
         env=ENV,
         capture_output=True,
@@ -32,8 +32,8 @@ def golf(*args, check=True, cwd=ROOT):
 
 def unigram_bpb(dataset_dir: Path) -> float:
     """BPB of the best context-free model fitted on train, scored on val: any real LM must beat it."""
-    from harness.data.dataset import Dataset
-    from harness.evaluate import count_val_bytes
+    from golfbench.harness.data.dataset import Dataset
+    from golfbench.harness.evaluate import count_val_bytes
 
     ds = Dataset.open(dataset_dir)
     train = np.concatenate([np.asarray(np.memmap(p, dtype="<u2", mode="r", offset=1024)) for p in ds.train_paths])

@@ -21,14 +21,14 @@ import reference_llama  # noqa: E402
 import reference_megalodon  # noqa: E402
 from golf_helpers import golf, golf_ok, one_line_error, small_dataset  # noqa: E402
 
-from harness.artifact import pack  # noqa: E402
-from harness.backend import get_backend  # noqa: E402
-from harness.data.dataset import Dataset  # noqa: E402
-from harness.errors import GolfError  # noqa: E402
-from harness.evaluate import evaluate  # noqa: E402
-from harness.models import get_spec  # noqa: E402
-from harness.scoring import load_artifact_model  # noqa: E402
-from harness.verify import BPB_RTOL_BY_PRECISION  # noqa: E402
+from golfbench.harness.artifact import pack  # noqa: E402
+from golfbench.harness.backend import get_backend  # noqa: E402
+from golfbench.harness.data.dataset import Dataset  # noqa: E402
+from golfbench.harness.errors import GolfError  # noqa: E402
+from golfbench.harness.evaluate import evaluate  # noqa: E402
+from golfbench.harness.models import get_spec  # noqa: E402
+from golfbench.harness.scoring import load_artifact_model  # noqa: E402
+from golfbench.harness.verify import BPB_RTOL_BY_PRECISION  # noqa: E402
 
 BF16_RTOL = BPB_RTOL_BY_PRECISION["bf16"]
 WINDOWS = 8  # non-overlapping windows of the tiny presets' 256 tokens: 2,048 scored val targets
@@ -104,7 +104,7 @@ def test_torch_head_gives_fp32_logits_from_bf16_inputs_under_autocast():
     import torch
     import torch.nn.functional as F
 
-    from backends.torch.llama import lm_head
+    from golfbench.backends.torch.llama import lm_head
 
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(3, 5, 128, generator=g) * 4, torch.randn(1024, 128, generator=g) / 4
@@ -242,7 +242,7 @@ def test_prequant_flag_overrides_the_track_rule(shakespeare_dir, tmp_path, monke
     track's eval_prequant (dev: true)."""
     from typer.testing import CliRunner
 
-    from harness import cli, runner
+    from golfbench.harness import cli, runner
 
     specs = []
     monkeypatch.setattr(runner, "execute", lambda spec: specs.append(spec) or {"status": "ok"})

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from harness.data.dataset import Dataset
-from harness.data.shards import read_shard
-from harness.data.tokenizer import BOS_ID, ByteAccounting
-from harness.errors import GolfError
-from harness.evaluate import count_val_bytes, evaluate, window_plan
+from golfbench.harness.data.dataset import Dataset
+from golfbench.harness.data.shards import read_shard
+from golfbench.harness.data.tokenizer import BOS_ID, ByteAccounting
+from golfbench.harness.errors import GolfError
+from golfbench.harness.evaluate import count_val_bytes, evaluate, window_plan
 
 ADVERSARIAL = [
     "café, naïve, Ångström, Straße",

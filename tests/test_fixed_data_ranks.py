@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from golf_helpers import RUN_ARGS, golf, golf_ok, small_dataset
 
-from harness.distributed import check_world, fixed_data_plan, pad_rows
-from harness.errors import GolfError
+from golfbench.harness.distributed import check_world, fixed_data_plan, pad_rows
+from golfbench.harness.errors import GolfError
 
 LOSS_RTOL = 2e-4  # as tests/test_distributed.py: DDP sums gradients in another order than one process
 

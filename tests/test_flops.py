@@ -23,7 +23,7 @@ import re
 import numpy as np
 import pytest
 
-from harness.models import get_spec
+from golfbench.harness.models import get_spec
 
 B = 4  # sequences in the counted batch: FLOPs per token do not depend on it
 
@@ -71,7 +71,7 @@ def test_torch_flop_counter_agrees_with_the_formula_on_llama_tiny():
     torch = pytest.importorskip("torch")
     from torch.utils import flop_counter
 
-    from harness.backend import get_backend
+    from golfbench.harness.backend import get_backend
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -132,7 +132,7 @@ def _dot_flops(hlo: str) -> dict[str, int]:
 
 def test_jax_cost_analysis_agrees_with_the_formula_on_llama_tiny():
     pytest.importorskip("jax")
-    from harness.backend import get_backend
+    from golfbench.harness.backend import get_backend
 
     spec, config = _llama_tiny()
     backend = get_backend("jax")
@@ -173,8 +173,8 @@ def test_every_backend_is_charged_the_formula_and_logs_its_own_count(shakespeare
     """flop-budget runs of the same spec in torch and in JAX: identical charges, each with its compiler's count."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("jax")
-    from harness import runner
-    from harness.records import read_events
+    from golfbench.harness import runner
+    from golfbench.harness.records import read_events
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -228,8 +228,8 @@ def test_torch_flop_cross_check_of_an_official_step_fits_in_4_gb():
     code = """
 import json, resource, numpy as np, torch
 torch.set_num_threads(1)
-from harness.backend import get_backend
-from harness.models import get_spec
+from golfbench.harness.backend import get_backend
+from golfbench.harness.models import get_spec
 spec = get_spec("llama"); config = spec.config("baseline")
 backend = get_backend("torch")
 state = backend.init("llama", config, 0)
@@ -256,9 +256,9 @@ print(json.dumps({"rows": rows, "flops": flops, "matmul": spec.flops_per_token(c
 
 def test_a_failing_flop_cross_check_is_logged_not_fatal(shakespeare_dir, tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from harness import runner
-    from harness.backend import get_backend
-    from harness.records import read_events
+    from golfbench.harness import runner
+    from golfbench.harness.backend import get_backend
+    from golfbench.harness.records import read_events
 
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
     monkeypatch.setattr(runner, "_score", _no_score)

@@ -19,12 +19,12 @@ import pytest
 import zstandard
 from golf_helpers import ROOT, RUN_ARGS, files_under, golf, golf_ok, one_line_error, rewrite_manifest, small_dataset
 
-from harness import artifact as art
-from harness.data.manifest import sha256_file
-from harness.data.shards import HEADER_BYTES, write_shard
-from harness.data.tokenizer import train_tokenizer
-from harness.init import init_weights
-from harness.models import get_spec
+from golfbench.harness import artifact as art
+from golfbench.harness.data.manifest import sha256_file
+from golfbench.harness.data.shards import HEADER_BYTES, write_shard
+from golfbench.harness.data.tokenizer import train_tokenizer
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import get_spec
 
 TRAIN = "shakespeare_train_000000.bin"
 VAL = "shakespeare_val_000000.bin"

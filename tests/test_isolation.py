@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from golf_helpers import ENV, ROOT, RUN_ARGS, golf, golf_ok, one_line_error, rewrite_manifest, small_dataset
 
-from harness.data.manifest import MANIFEST_NAME, sha256_file
+from golfbench.harness.data.manifest import MANIFEST_NAME, sha256_file
 
 # Runs one `golf run` in-process with an audit hook on every open(); the phase flips when the runner builds
 # the batch stream (training) and when it exports the weights (evaluation). Prints {phase: [shard files]}.
@@ -30,8 +30,8 @@ def hook(event, args):
         if name.endswith(".bin"):
             opened.setdefault(phase[0], set()).add(name)
 sys.addaudithook(hook)
-from harness import runner
-from harness.backend import get_backend
+from golfbench.harness import runner
+from golfbench.harness.backend import get_backend
 backend = get_backend("torch")
 def marked(name, fn):
     def wrapper(*a, **k):
@@ -44,7 +44,7 @@ def marked(name, fn):
 backend.warmup = marked("warmup", backend.warmup)
 backend.export = marked("eval", backend.export)
 runner.BatchStream = marked("train", runner.BatchStream)
-from harness.cli import app
+from golfbench.harness.cli import app
 try:
     app(sys.argv[1:])
 except SystemExit as e:

@@ -29,8 +29,8 @@ SCRIPT = textwrap.dedent(
     import jax
     import numpy as np
     from jax.sharding import PartitionSpec as P
-    from backends.jax.backend import BACKEND
-    from harness.models import get_spec
+    from golfbench.backends.jax.backend import BACKEND
+    from golfbench.harness.models import get_spec
 
     config = get_spec("megalodon").config("tiny", dict(
         vocab_size=61, num_layers=1, model_dim=24, num_heads=2, z_dim=12, value_dim=16, ffn_hidden_dim=40,

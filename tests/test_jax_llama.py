@@ -14,13 +14,13 @@ pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
 import reference_llama as ref  # noqa: E402
 
-from backends.jax import optim  # noqa: E402
-from backends.jax.backend import BACKEND  # noqa: E402
-from backends.jax.runtime import abstract_model, model_shapes  # noqa: E402
-from harness.backend import Backend  # noqa: E402
-from harness.errors import GolfError  # noqa: E402
-from harness.init import init_weights  # noqa: E402
-from harness.models import get_spec  # noqa: E402
+from golfbench.backends.jax import optim  # noqa: E402
+from golfbench.backends.jax.backend import BACKEND  # noqa: E402
+from golfbench.backends.jax.runtime import abstract_model, model_shapes  # noqa: E402
+from golfbench.harness.backend import Backend  # noqa: E402
+from golfbench.harness.errors import GolfError  # noqa: E402
+from golfbench.harness.init import init_weights  # noqa: E402
+from golfbench.harness.models import get_spec  # noqa: E402
 
 SPEC = get_spec("llama")
 # odd depth: a decoder block with no skip left to pop; GQA with 2 query heads per kv head
@@ -165,7 +165,7 @@ def test_training_is_deterministic_and_learns():
 @pytest.fixture(scope="module")
 def torch_backend():
     pytest.importorskip("torch")
-    from harness.backend import get_backend
+    from golfbench.harness.backend import get_backend
 
     try:
         return get_backend("torch")
@@ -218,7 +218,7 @@ def test_blocked_causal_attention_equals_the_full_causal_square():
     import jax
     import jax.numpy as jnp
 
-    from backends.jax.llama import blocked_causal_attention
+    from golfbench.backends.jax.llama import blocked_causal_attention
 
     rng = np.random.default_rng(0)
     q = jnp.asarray(rng.standard_normal((2, 256, 4, 32)), jnp.float32)

@@ -13,13 +13,13 @@ pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
 import reference_megalodon as ref  # noqa: E402
 
-from backends.jax import cema as jcema  # noqa: E402
-from backends.jax import megalodon as jm  # noqa: E402
-from backends.jax.backend import BACKEND  # noqa: E402
-from backends.jax.runtime import abstract_model, make_apply, model_shapes  # noqa: E402
-from backends.jax.timestep_norm import timestep_norm  # noqa: E402
-from harness.init import init_weights  # noqa: E402
-from harness.models import get_spec  # noqa: E402
+from golfbench.backends.jax import cema as jcema  # noqa: E402
+from golfbench.backends.jax import megalodon as jm  # noqa: E402
+from golfbench.backends.jax.backend import BACKEND  # noqa: E402
+from golfbench.backends.jax.runtime import abstract_model, make_apply, model_shapes  # noqa: E402
+from golfbench.backends.jax.timestep_norm import timestep_norm  # noqa: E402
+from golfbench.harness.init import init_weights  # noqa: E402
+from golfbench.harness.models import get_spec  # noqa: E402
 
 SPEC = get_spec("megalodon")
 # Muon's share of a layer, written out here independently of harness/models.py's declaration

@@ -23,7 +23,7 @@ pytest.importorskip("optax")
 
 from golf_helpers import ENV, ROOT, small_dataset  # noqa: E402
 
-from harness import launch as L  # noqa: E402
+from golfbench.harness import launch as L  # noqa: E402
 
 # Measured on CPU (llama/tiny shrunk as below, 17 steps, 2 processes vs 1): losses agree to 1e-7 relative
 # (2.5e-7 on other budgets), val_bpb to 2.2e-7; the tolerance leaves room for other BLAS/XLA builds.
@@ -47,7 +47,7 @@ COLLECTIVE = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from harness.backend import get_backend
+    from golfbench.harness.backend import get_backend
     backend = get_backend(sys.argv[1])
     coll = backend.collective()
     devices = backend.devices()
@@ -101,7 +101,7 @@ def _run(data: Path, out: Path, nproc: int) -> tuple[dict, list[dict], dict, flo
     cmd = [
         sys.executable,
         "-m",
-        "harness.cli",
+        "golfbench.harness.cli",
         "run",
         "--track",
         "fixed-data",

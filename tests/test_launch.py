@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from golf_helpers import ENV, ROOT, descendants, files_under, golf, one_line_error, small_dataset
 
-from harness import launch as L
-from harness.errors import GolfError
+from golfbench.harness import launch as L
+from golfbench.harness.errors import GolfError
 
 # llama/tiny at dev scale; 4096-token batches of 16 rows of 256 tokens
 TORCH2 = (
@@ -49,12 +49,12 @@ def test_torchrun_command_one_node():
     assert cmd == [
         sys.executable,
         "-m",
-        "backends.torch.launcher",
+        "golfbench.backends.torch.launcher",
         "--nproc-per-node=8",
         "--standalone",
         "--max-restarts=0",
         "-m",
-        "harness.cli",
+        "golfbench.harness.cli",
         "run",
         "--seed",
         "1",
@@ -66,7 +66,7 @@ def test_torchrun_command_two_nodes():
     assert cmd == [
         sys.executable,
         "-m",
-        "backends.torch.launcher",
+        "golfbench.backends.torch.launcher",
         "--nproc-per-node=8",
         "--nnodes=2",
         "--rdzv-backend=c10d",
@@ -74,7 +74,7 @@ def test_torchrun_command_two_nodes():
         "--rdzv-id=llama-s0",
         "--max-restarts=0",
         "-m",
-        "harness.cli",
+        "golfbench.harness.cli",
         "run",
     ]
     # the quiet launcher accepts exactly what torchrun accepts
@@ -88,7 +88,7 @@ def test_torchrun_command_two_nodes():
         args.rdzv_id,
         args.max_restarts,
     ) == ("8", "2", "c10d", "node0:29500", "llama-s0", 0)
-    assert args.module and args.training_script == "harness.cli" and args.training_script_args == ["run"]
+    assert args.module and args.training_script == "golfbench.harness.cli" and args.training_script_args == ["run"]
 
 
 def test_jax_process_env_numbers_processes_across_nodes():
@@ -127,7 +127,7 @@ def test_child_arguments_rebuild_the_same_spec(monkeypatch, prequant):
     """What the children run is what the parent checked: cli_args -> the real CLI -> the same RunSpec."""
     from typer.testing import CliRunner
 
-    from harness import cli, runner
+    from golfbench.harness import cli, runner
 
     spec = runner.RunSpec(
         track="fixed-data",
@@ -292,8 +292,8 @@ def _interrupted_run(backend: str, data: Path, out: Path, run_id: str, backend_c
     """A run directory as an interrupted run leaves it (manifest, a checkpoint), with the backend's part of the
     checkpoint replaced by ``backend_checkpoint``: the parent only checks that a checkpoint exists, every
     process reads it after the launch."""
-    from harness import runner
-    from harness.records import atomic_write_json
+    from golfbench.harness import runner
+    from golfbench.harness.records import atomic_write_json
 
     spec = runner.RunSpec(
         track="fixed-data",
@@ -325,7 +325,7 @@ def _interrupted_run(backend: str, data: Path, out: Path, run_id: str, backend_c
 )
 def test_a_failure_every_process_hits_after_launch_is_shown_once(shakespeare_dir, tmp_path, backend, needle):
     pytest.importorskip(backend)
-    from harness import runner
+    from golfbench.harness import runner
 
     d = _interrupted_run(backend, shakespeare_dir, tmp_path / "runs", "cut", b"not a checkpoint")
     runner.Run(runner.resume_spec(d), resume=True, world_size=2)  # the parent's checks pass: only the children fail
@@ -354,7 +354,7 @@ def test_a_process_killed_after_launch_is_named_in_one_line(shakespeare_dir, tmp
     cmd = [
         sys.executable,
         "-m",
-        "harness.cli",
+        "golfbench.harness.cli",
         *TORCH2,
         "--data",
         str(data),
@@ -394,7 +394,7 @@ def _wallclock(out: Path, data: Path, skew: str) -> tuple[dict, list[dict], floa
     cmd = [
         sys.executable,
         "-m",
-        "harness.cli",
+        "golfbench.harness.cli",
         "run",
         "--track",
         "wallclock-10min",

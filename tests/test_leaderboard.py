@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.artifact import pack
-from harness.records import RESULT_FIELDS
-from harness.stats import mean_std, t_sf, welch_one_sided
-from harness.tracks import load_track
+from golfbench.harness.artifact import pack
+from golfbench.harness.records import RESULT_FIELDS
+from golfbench.harness.stats import mean_std, t_sf, welch_one_sided
+from golfbench.harness.tracks import load_track
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -31,7 +31,7 @@ CODE_BYTES = 1000
 
 def golf(*args):
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=ROOT,
         env=ENV,
         capture_output=True,

@@ -17,10 +17,10 @@ pytest.importorskip("jax")
 
 import reference_megalodon as ref  # noqa: E402
 
-from harness import artifact  # noqa: E402
-from harness.backend import get_backend  # noqa: E402
-from harness.models import get_spec  # noqa: E402
-from harness.scoring import load_artifact_model  # noqa: E402
+from golfbench.harness import artifact  # noqa: E402
+from golfbench.harness.backend import get_backend  # noqa: E402
+from golfbench.harness.models import get_spec  # noqa: E402
+from golfbench.harness.scoring import load_artifact_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = get_spec("megalodon")

@@ -59,7 +59,7 @@ def problem(shape: tuple[int, int], seed: int):
 
 def torch_muon(w0: np.ndarray, grads: list[np.ndarray]) -> list[np.ndarray]:
     torch = pytest.importorskip("torch")
-    from backends.torch.muon import Muon
+    from golfbench.backends.torch.muon import Muon
 
     p = torch.nn.Parameter(torch.from_numpy(w0.copy()))
     opt = Muon([p], lr=LR, momentum=MOMENTA[0], backend_steps=STEPS)
@@ -76,8 +76,8 @@ def jax_muon(w0: np.ndarray, grads: list[np.ndarray]) -> list[np.ndarray]:
     pytest.importorskip("jax")
     import jax.numpy as jnp
 
-    from backends.jax import optim
-    from harness.models import MomentumSchedule
+    from golfbench.backends.jax import optim
+    from golfbench.harness.models import MomentumSchedule
 
     momentum_at = optim.momentum_fn(MomentumSchedule(0.85, 0.95, 4))
     recipe = optim.Recipe(optim.scale_by_muon(momentum_at, STEPS, jnp.float32), {"w": LR}, {"w": "muon"})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness.probes import ProbeFailure, probe_scorer
+from golfbench.harness.probes import ProbeFailure, probe_scorer
 
 V = 64
 
@@ -94,9 +94,9 @@ def test_leaking_scorer_is_caught_by_causality_even_when_normalized():
     "backend, model", [("torch", "llama"), ("torch", "megalodon"), ("jax", "llama"), ("jax", "megalodon")]
 )
 def test_real_backends_pass_the_probes(backend, model):
-    from harness.backend import get_backend
-    from harness.init import init_weights
-    from harness.models import get_spec
+    from golfbench.harness.backend import get_backend
+    from golfbench.harness.init import init_weights
+    from golfbench.harness.models import get_spec
 
     spec = get_spec(model)
     cfg = spec.config("tiny")

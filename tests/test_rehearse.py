@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from golf_helpers import golf
 
-from harness import rehearse as reh
-from harness.tracks import list_tracks, load_track
+from golfbench.harness import rehearse as reh
+from golfbench.harness.tracks import list_tracks, load_track
 
 
 def test_rehearsal_tracks_keep_every_official_rule_but_dataset_budget_and_hardware(tmp_path):

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from golf_helpers import small_dataset
 
-from harness.artifact import unpack
-from harness.records import read_events
+from golfbench.harness.artifact import unpack
+from golfbench.harness.records import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -39,7 +39,7 @@ BUDGET = 120 * 1024
 
 def golf(*args, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -94,7 +94,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(shakespeare_dir, tmp_p
     d = out / "fixed-data" / "dev" / "cut"
     with open(tmp_path / "cut.err", "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", *run_args(data, out, "cut")],
+            [sys.executable, "-m", "golfbench.harness.cli", *run_args(data, out, "cut")],
             cwd=ROOT,
             env=ENV,
             stdout=subprocess.DEVNULL,
@@ -173,8 +173,8 @@ def test_resume_refuses_what_it_cannot_continue(shakespeare_dir, tmp_path):
 @pytest.fixture
 def interrupted(shakespeare_dir, tmp_path, monkeypatch):
     """A fixed-data run interrupted after its step-2 checkpoint (in process, KeyboardInterrupt at step 3)."""
-    from harness import runner
-    from harness.backend import get_backend
+    from golfbench.harness import runner
+    from golfbench.harness.backend import get_backend
 
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
     data = small_dataset(shakespeare_dir, tmp_path / "data" / "shakespeare_sp1024", train_tokens=16_000)
@@ -233,9 +233,9 @@ def test_resume_refuses_a_dataset_replaced_in_place(interrupted, shakespeare_dir
 
 
 def test_resume_refuses_a_changed_config_or_code(interrupted, tmp_path, monkeypatch):
-    from harness import models, runner
-    from harness.backend import get_backend
-    from harness.errors import GolfError
+    from golfbench.harness import models, runner
+    from golfbench.harness.backend import get_backend
+    from golfbench.harness.errors import GolfError
 
     d, _ = interrupted
     guard = _untouched(d)

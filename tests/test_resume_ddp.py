@@ -17,7 +17,7 @@ import pytest
 from golf_helpers import ENV, ROOT, descendants, golf, small_dataset
 from test_distributed import LOSS_RTOL
 
-from harness.records import read_events
+from golfbench.harness.records import read_events
 
 # llama/tiny shrunk with --set: 1024-token steps (4 rows of 256, 2 per process); 60 steps, a checkpoint every 5
 MICRO = [
@@ -101,7 +101,7 @@ def test_a_killed_ddp_run_resumes_under_torchrun(shakespeare_dir, tmp_path):
 
     d = out / "fixed-data" / "dev" / "cut"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *run_args(data, out, "cut")],
+        [sys.executable, "-m", "golfbench.harness.cli", *run_args(data, out, "cut")],
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,

@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 from golf_helpers import ROOT, golf, golf_ok, one_line_error, small_dataset
 
-from harness.data.tokenizer import ByteAccounting
-from harness.distributed import as_f64
-from harness.evaluate import evaluate, window_plan
+from golfbench.harness.data.tokenizer import ByteAccounting
+from golfbench.harness.distributed import as_f64
+from golfbench.harness.evaluate import evaluate, window_plan
 
 SHARDED_RTOL = 1e-9
 
 
 class ThreadCollective:
-    """harness.distributed.Collective for K threads: each call waits for all K, then sums in rank order."""
+    """golfbench.harness.distributed.Collective for K threads: each call waits for all K, then sums in rank order."""
 
     def __init__(self, shared: dict, rank: int, world_size: int) -> None:
         self.rank, self.world_size, self.shared = rank, world_size, shared
@@ -105,7 +105,7 @@ def test_windows_split_over_processes_score_every_target_once(world, n, batch):
 
 
 def test_a_non_finite_nll_on_one_process_is_a_golf_error():
-    from harness.errors import GolfError
+    from golfbench.harness.errors import GolfError
 
     n = 400
     acc = ByteAccounting(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
@@ -126,8 +126,8 @@ def small_artifact(shakespeare_dir, tmp_path_factory) -> tuple[Path, Path]:
     """A llama artifact of random (non-degenerate) weights, smaller than tiny, and a 16k-token val split."""
     import reference_llama
 
-    from harness.artifact import pack
-    from harness.models import get_spec
+    from golfbench.harness.artifact import pack
+    from golfbench.harness.models import get_spec
 
     root = tmp_path_factory.mktemp("sharded")
     data = small_dataset(shakespeare_dir, root / "shakespeare_sp1024", train_tokens=8_192, val_tokens=16_384)
@@ -171,10 +171,10 @@ JAX_SCRIPT = textwrap.dedent(
     import numpy as np
     sys.path.insert(0, "tests")
     import reference_llama
-    from backends.jax.backend import BACKEND
-    from harness.data.dataset import Dataset
-    from harness.evaluate import evaluate
-    from harness.models import get_spec
+    from golfbench.backends.jax.backend import BACKEND
+    from golfbench.harness.data.dataset import Dataset
+    from golfbench.harness.evaluate import evaluate
+    from golfbench.harness.models import get_spec
 
     ds = Dataset.open(sys.argv[1])
     spec = get_spec("llama")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data.shards import HEADER_BYTES, MAGIC, VERSION, read_header, read_shard, write_shard
-from harness.errors import GolfError
+from golfbench.harness.data.shards import HEADER_BYTES, MAGIC, VERSION, read_header, read_shard, write_shard
+from golfbench.harness.errors import GolfError
 
 
 def hand_built(tokens: list[int], magic: int = 20240520, version: int = 1, count: int | None = None) -> bytes:

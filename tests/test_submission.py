@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import submission
+from golfbench.harness import submission
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1"}
@@ -16,7 +16,7 @@ ENV = {**os.environ, "GOLF_NO_PROGRESS": "1"}
 
 def golf(*args, check=True):
     res = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=ROOT,
         env=ENV,
         capture_output=True,

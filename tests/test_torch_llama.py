@@ -14,13 +14,13 @@ torch = pytest.importorskip("torch")
 
 import reference_llama as ref  # noqa: E402  (pytest puts tests/ on sys.path)
 
-from backends.torch.backend import BACKEND, TorchScorer  # noqa: E402
-from backends.torch.llama import GPT  # noqa: E402
-from backends.torch.muon import Muon, orthogonalize  # noqa: E402
-from harness.backend import Backend  # noqa: E402
-from harness.errors import GolfError  # noqa: E402
-from harness.init import init_weights  # noqa: E402
-from harness.models import get_spec  # noqa: E402
+from golfbench.backends.torch.backend import BACKEND, TorchScorer  # noqa: E402
+from golfbench.backends.torch.llama import GPT  # noqa: E402
+from golfbench.backends.torch.muon import Muon, orthogonalize  # noqa: E402
+from golfbench.harness.backend import Backend  # noqa: E402
+from golfbench.harness.errors import GolfError  # noqa: E402
+from golfbench.harness.init import init_weights  # noqa: E402
+from golfbench.harness.models import get_spec  # noqa: E402
 
 SPEC = get_spec("llama")
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ torch = pytest.importorskip("torch")
 
 import reference_megalodon as ref  # noqa: E402
 
-from backends.torch import megalodon as tm  # noqa: E402
-from backends.torch.megalodon_optim import megalodon_optimizers  # noqa: E402
-from backends.torch.muon import Muon  # noqa: E402
-from harness.models import get_spec, megalodon_param_count, megalodon_shapes  # noqa: E402
+from golfbench.backends.torch import megalodon as tm  # noqa: E402
+from golfbench.backends.torch.megalodon_optim import megalodon_optimizers  # noqa: E402
+from golfbench.backends.torch.muon import Muon  # noqa: E402
+from golfbench.harness.models import get_spec, megalodon_param_count, megalodon_shapes  # noqa: E402
 
 SPEC = get_spec("megalodon")
 # Muon's share of a layer, written out here independently of harness/models.py's declaration
@@ -209,7 +209,7 @@ def test_autocast_keeps_cema_and_norms_in_fp32():
 
 
 def backend():
-    from harness.backend import get_backend
+    from golfbench.harness.backend import get_backend
 
     return get_backend("torch")
 
@@ -258,8 +258,8 @@ def test_same_seed_gives_same_losses():
 
 
 def test_export_scorer_and_artifact_round_trip():
-    from harness import artifact
-    from harness.scoring import load_artifact_model
+    from golfbench.harness import artifact
+    from golfbench.harness.scoring import load_artifact_model
 
     config = ref.micro_config()
     be = backend()

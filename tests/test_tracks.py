@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import GolfError
-from harness.records import read_events, read_json
-from harness.tracks import Budget, list_tracks, load_track, lr_scale, parse_budget
+from golfbench.harness.errors import GolfError
+from golfbench.harness.records import read_events, read_json
+from golfbench.harness.tracks import Budget, list_tracks, load_track, lr_scale, parse_budget
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -36,7 +36,7 @@ def _no_score(run, state, result, code, coll):
 
 def golf(*args):
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -161,7 +161,7 @@ def one_thread():
 @pytest.fixture
 def run_loop(shakespeare_dir, tmp_path, monkeypatch, one_thread):
     """Run the real training loop in this process (evaluation stubbed out); returns (result, run_dir)."""
-    from harness import runner
+    from golfbench.harness import runner
 
     monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
     monkeypatch.setattr(runner, "_score", _no_score)
@@ -188,7 +188,7 @@ def run_loop(shakespeare_dir, tmp_path, monkeypatch, one_thread):
 
 
 def _step_flops() -> float:
-    from harness.models import get_spec
+    from golfbench.harness.models import get_spec
 
     spec = get_spec("llama")
     return spec.flops_per_token(spec.config("tiny", MICRO))["total"] * BATCH
@@ -197,7 +197,7 @@ def _step_flops() -> float:
 @pytest.fixture
 def record_batches(monkeypatch):
     """Every batch the backend trains on after warm-up, in order."""
-    from harness.backend import get_backend
+    from golfbench.harness.backend import get_backend
 
     backend = get_backend("torch")
     seen, warming = [], [False]
@@ -297,9 +297,9 @@ def test_flop_budget_below_one_step_fails_cleanly(run_loop):
 
 
 def test_wallclock_warmup_is_untimed_and_the_model_is_reset(run_loop, monkeypatch, shakespeare):
-    from harness.backend import get_backend
-    from harness.data.stream import BatchStream
-    from harness.models import get_spec
+    from golfbench.harness.backend import get_backend
+    from golfbench.harness.data.stream import BatchStream
+    from golfbench.harness.models import get_spec
 
     backend = get_backend("torch")
     real_warmup = backend.warmup
@@ -327,8 +327,8 @@ def test_wallclock_warmup_is_untimed_and_the_model_is_reset(run_loop, monkeypatc
 
 
 def test_wallclock_overrun_is_over_budget_and_data_time_counts(run_loop, monkeypatch):
-    from harness import runner
-    from harness.data.stream import BatchStream
+    from golfbench.harness import runner
+    from golfbench.harness.data.stream import BatchStream
 
     calls = []
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from golf_helpers import small_dataset
 
-from harness.records import read_events
+from golfbench.harness.records import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GOLF_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -38,7 +38,7 @@ BUDGET = 8192
 
 def golf(*args):
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        [sys.executable, "-m", "golfbench.harness.cli", *map(str, args)],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -117,7 +117,7 @@ def test_run_json_records_provenance(run, data):
     assert len(m["git"]["sha"]) == 40 and isinstance(m["git"]["dirty"], bool)
     assert m["hardware"]["class"] == "cpu" and m["hardware"]["cpu_count"] >= 1
     assert m["seed"] == 0 and m["backend"] == "torch" and m["model"] == "llama" and m["preset"] == "tiny"
-    from harness.models import get_spec
+    from golfbench.harness.models import get_spec
 
     full = get_spec("llama").config(
         "tiny", {"num_layers": 2, "model_dim": 64, "num_heads": 2, "num_kv_heads": 1, "train_batch_tokens": 1024}
@@ -173,9 +173,9 @@ def test_verify_fails_on_an_edited_val_bpb(copy, run):
 
 def _other_seed_artifact(d: Path, run_id: str) -> bytes:
     """A genuine artifact of the same model and config, trained from another seed's initial weights."""
-    from harness.artifact import pack
-    from harness.init import init_weights
-    from harness.models import get_spec
+    from golfbench.harness.artifact import pack
+    from golfbench.harness.init import init_weights
+    from golfbench.harness.models import get_spec
 
     m = json.loads((d / "run.json").read_text())
     spec = get_spec("llama")
@@ -243,7 +243,7 @@ def test_verify_fails_when_the_track_or_dataset_differs(copy):
 
 def test_verify_catches_record_claims_a_leaderboard_would_trust(copy):
     """The leaderboard's cheap path (no data, no re-scoring) must still refuse inconsistent records."""
-    from harness.verify import verify_run
+    from golfbench.harness.verify import verify_run
 
     assert verify_run(copy, rescore=False, check_data=False).ok
     edit_json(copy / "result.json", unofficial=False)  # an overridden budget passed off as official
@@ -278,8 +278,8 @@ def test_verify_accepts_a_record_older_than_eval_precision(copy):
 
 
 def test_an_official_run_must_score_at_the_tracks_precision():
-    from harness.tracks import load_track
-    from harness.verify import Verdict, _rules_check
+    from golfbench.harness.tracks import load_track
+    from golfbench.harness.verify import Verdict, _rules_check
 
     rules = load_track("fixed-data").scale("official")
     manifest = {"budget": {"limit": rules["budget"]}, "dataset": {"id": rules["dataset"]}, "eval": {"context": 1024}}
@@ -308,7 +308,7 @@ def test_verify_errors_are_one_line(tmp_path, copy):
 
 
 def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
-    from harness import records
+    from golfbench.harness import records
 
     path = tmp_path / "result.json"
     records.atomic_write_json(path, {"val_bpb": 1.25})

@@ -1,6 +1,6 @@
 """The JAX backend (Flax NNX + Optax): the contract of harness/backend.py for the ``llama`` and ``megalodon`` specs.
 
-Every model starts from ``harness.init.init_weights`` (so torch and JAX start identically), trains with one
+Every model starts from ``golfbench.harness.init.init_weights`` (so torch and JAX start identically), trains with one
 jitted step over a data-parallel mesh of ``jax.devices()``, and exports fp32 numpy under the canonical names.
 
 Several processes (`golf run --backend jax --nproc-per-node N [--nnodes K]`): each joins ``jax.distributed``
@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backends.jax.runtime import Placement, Trainer, host_value, make_trainer, score_fns
-from harness.code import CodeLayout
-from harness.distributed import SINGLE, as_f64, env_rank, env_world_size
-from harness.errors import GolfError
-from harness.init import init_weights
-from harness.models import check_tokens, check_weights, get_spec
+from golfbench.backends.jax.runtime import Placement, Trainer, host_value, make_trainer, score_fns
+from golfbench.harness.code import CodeLayout
+from golfbench.harness.distributed import SINGLE, as_f64, env_rank, env_world_size
+from golfbench.harness.errors import GolfError
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import check_tokens, check_weights, get_spec
 
 HERE = Path(__file__).resolve().parent
 
@@ -97,7 +97,7 @@ def join_processes() -> None:
 
 
 class JaxCollective:
-    """harness.distributed.Collective over ``jax.distributed`` processes (multihost_utils).
+    """golfbench.harness.distributed.Collective over ``jax.distributed`` processes (multihost_utils).
 
     float64 values travel as uint32 pairs, so they keep every bit even with ``jax_enable_x64`` off; a sum is
     an all-gather followed by a sum in process order, identical on every process.

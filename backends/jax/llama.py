@@ -1,6 +1,6 @@
 """The llama spec (parameter-golf's baseline GPT) in Flax NNX, exactly as docs/models.md states it.
 
-Attribute paths are the canonical names of harness.models.llama_shapes (``blocks.3.attn.c_q.weight`` ...),
+Attribute paths are the canonical names of golfbench.harness.models.llama_shapes (``blocks.3.attn.c_q.weight`` ...),
 linear weights are stored (out, in), so the same artifact loads into this model and the torch one.
 """
 
@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from backends.jax.layers import Embedding, Linear, matmul_t, rms_norm, rope_tables
-from harness.errors import GolfError
+from golfbench.backends.jax.layers import Embedding, Linear, matmul_t, rms_norm, rope_tables
+from golfbench.harness.errors import GolfError
 
 # F.rms_norm's default eps for fp32 inputs (torch.finfo(float32).eps); docs/models.md fixes it for both frameworks
 RMS_EPS = float(np.finfo(np.float32).eps)

@@ -13,9 +13,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from backends.jax.cema import cema
-from backends.jax.layers import Embedding, Linear, NormAffine, causal_mask, layer_norm, matmul_t, rms_norm, rope_tables
-from backends.jax.timestep_norm import timestep_norm
+from golfbench.backends.jax.cema import cema
+from golfbench.backends.jax.layers import (
+    Embedding,
+    Linear,
+    NormAffine,
+    causal_mask,
+    layer_norm,
+    matmul_t,
+    rms_norm,
+    rope_tables,
+)
+from golfbench.backends.jax.timestep_norm import timestep_norm
 
 
 def rope_pairs(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from harness.errors import GolfError
-from harness.models import MomentumSchedule, get_spec
+from golfbench.harness.errors import GolfError
+from golfbench.harness.models import MomentumSchedule, get_spec
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 

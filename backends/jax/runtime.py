@@ -25,11 +25,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from backends.jax.layers import default_compute_dtype, param_paths, path_name
-from backends.jax.llama import GPT
-from backends.jax.megalodon import Megalodon
-from backends.jax.optim import RECIPES, Recipe
-from harness.errors import GolfError
+from golfbench.backends.jax.layers import default_compute_dtype, param_paths, path_name
+from golfbench.backends.jax.llama import GPT
+from golfbench.backends.jax.megalodon import Megalodon
+from golfbench.backends.jax.optim import RECIPES, Recipe
+from golfbench.harness.errors import GolfError
 
 MODELS: dict[str, Callable] = {"llama": GPT, "megalodon": Megalodon}
 

@@ -1,4 +1,4 @@
-"""The PyTorch backend: implements harness.backend.Backend for every model family registered in FAMILIES.
+"""The PyTorch backend: implements golfbench.harness.backend.Backend for every model family registered in FAMILIES.
 
 A family is a torch module whose ``state_dict()`` is the canonical weight dict (``forward(idx)`` -> logits,
 ``forward(idx, targets)`` -> mean cross-entropy) plus its optimizer recipe. To add one (e.g. megalodon), write
@@ -28,11 +28,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from harness.code import CodeLayout
-from harness.distributed import SINGLE, as_f64, env_world_size, pad_rows
-from harness.errors import GolfError
-from harness.init import init_weights
-from harness.models import check_tokens, check_weights, get_spec
+from golfbench.harness.code import CodeLayout
+from golfbench.harness.distributed import SINGLE, as_f64, env_world_size, pad_rows
+from golfbench.harness.errors import GolfError
+from golfbench.harness.init import init_weights
+from golfbench.harness.models import check_tokens, check_weights, get_spec
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = "golfbench-torch-1"
@@ -50,13 +50,13 @@ class Family:
 
 
 def _llama() -> Family:
-    from backends.torch import llama, optim
+    from golfbench.backends.torch import llama, optim
 
     return Family(llama.GPT, optim.llama_optimizers, optim.llama_before_update)
 
 
 def _megalodon() -> Family:
-    from backends.torch import megalodon, megalodon_optim
+    from golfbench.backends.torch import megalodon, megalodon_optim
 
     return Family(megalodon.Megalodon, megalodon_optim.megalodon_optimizers, megalodon_optim.megalodon_before_update)
 
@@ -105,7 +105,7 @@ def _leave_group() -> None:
 
 
 class TorchCollective:
-    """harness.distributed.Collective over torch.distributed (gloo on CPU, NCCL on CUDA).
+    """golfbench.harness.distributed.Collective over torch.distributed (gloo on CPU, NCCL on CUDA).
 
     A sum is an all-gather followed by a sum in rank order, so every rank gets the same bits whatever the
     transport's reduction order.
@@ -311,7 +311,7 @@ class TorchBackend:
     def train_step(self, state: TorchState, batch: np.ndarray, lr_scale: float) -> tuple[TorchState, dict]:
         """One optimizer step on the global ``batch`` int32 (B, T+1); this rank trains on its share of rows.
 
-        Rows are padded with zero-weight rows to a multiple of the world size (harness.distributed.pad_rows),
+        Rows are padded with zero-weight rows to a multiple of the world size (golfbench.harness.distributed.pad_rows),
         so any B works on any number of ranks, as in the JAX backend. The loss is the mean NLL over the real
         rows of the global batch: each micro-batch contributes its summed NLL over real targets / (B·T), times
         the world size because DDP averages gradients over ranks. Returns (state, {"loss": float}).

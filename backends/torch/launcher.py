@@ -1,4 +1,4 @@
-"""`python -m backends.torch.launcher TORCHRUN_ARGS...`: torchrun, quiet, for `golf run --nproc-per-node N`.
+"""`python -m golfbench.backends.torch.launcher TORCHRUN_ARGS...`: torchrun, quiet, for `golf run --nproc-per-node N`.
 
 The same arguments and the same launch as ``torchrun`` (``torch.distributed.run``), but its logs and its
 ChildFailedError report never reach the user: the harness's children report their own failures in one line
@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.launch import ERROR_DIR_ENV, LAUNCHER_REPORT
+from golfbench.harness.launch import ERROR_DIR_ENV, LAUNCHER_REPORT
 
 QUIET = ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         run(args)
-    except ChildFailedError as exc:  # which processes failed and how; the parent words it (harness.launch)
+    except ChildFailedError as exc:  # which processes failed and how; the parent words it (golfbench.harness.launch)
         _report(
             {"failures": [[int(rank), int(f.local_rank), int(f.exitcode)] for rank, f in sorted(exc.failures.items())]}
         )

@@ -1,6 +1,6 @@
 """The llama spec (parameter-golf's baseline GPT) as a torch module, exactly as docs/models.md states it.
 
-Parameter names are the canonical names of harness.models.llama_shapes, so ``state_dict()`` is the canonical
+Parameter names are the canonical names of golfbench.harness.models.llama_shapes, so ``state_dict()`` is the canonical
 weight dict. Parameters stay fp32; on CUDA the backend runs the forward under bf16 autocast.
 """
 

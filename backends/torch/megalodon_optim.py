@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backends.torch.optim import build_optimizers, set_muon_momentum
-from harness.errors import GolfError
+from golfbench.backends.torch.optim import build_optimizers, set_muon_momentum
+from golfbench.harness.errors import GolfError
 
 
 def megalodon_optimizers(model: nn.Module, config: dict) -> list[torch.optim.Optimizer]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backends.torch.muon import Muon
-from harness.errors import GolfError
-from harness.models import get_spec
+from golfbench.backends.torch.muon import Muon
+from golfbench.harness.errors import GolfError
+from golfbench.harness.models import get_spec
 
 
 def adam(params: list[nn.Parameter], lr: float, config: dict) -> torch.optim.Adam:

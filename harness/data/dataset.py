@@ -10,17 +10,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.data.manifest import LOSSY_SUFFIX, MANIFEST_NAME, read_manifest, sha256_bytes, sha256_file
-from harness.data.shards import read_header, read_shard
-from harness.data.tokenizer import (
+from golfbench.harness.data.manifest import LOSSY_SUFFIX, MANIFEST_NAME, read_manifest, sha256_bytes, sha256_file
+from golfbench.harness.data.shards import read_header, read_shard
+from golfbench.harness.data.tokenizer import (
     ByteAccounting,
     doc_bytes_problem,
     load_tokenizer,
     probe_problem,
     token_roundtrip_problem,
 )
-from harness.errors import GolfError
-from harness.evaluate import count_val_bytes  # the evaluator owns the byte rule
+from golfbench.harness.errors import GolfError
+from golfbench.harness.evaluate import count_val_bytes  # the evaluator owns the byte rule
 
 _CHUNK = 1 << 22  # tokens per pass over a memmap, so verifying 8B tokens stays within a little memory
 

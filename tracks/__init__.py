@@ -1,0 +1,1 @@
+"""The track rules (``*.toml``), installed as package data of ``golfbench.tracks`` (read with importlib.resources)."""
