@@ -16,6 +16,11 @@ from golfbench.harness.errors import GolfError
 SUM_TOL = 1e-3
 NLL_TOL = 1e-4
 CAUSAL_TOL = 1e-4
+# Causality at bf16 scoring: a model whose position t numerically touches later positions (the CEMA FFT
+# convolution of megalodon spreads fp32 rounding noise of ~1e-7 over the whole window) has that noise flip
+# bf16 roundings downstream, which moves a distribution by a few 1e-4 (measured: 4.0e-4 and 1.7e-4 on
+# megalodon/tiny@jax in `golf rehearse`). A real look-ahead (a leaked next token) moves it by O(1).
+CAUSAL_TOL_BY_PRECISION = {"fp32": CAUSAL_TOL, "bf16": 1e-2}
 
 
 class ProbeFailure(GolfError):
@@ -28,7 +33,14 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
 
 
 def probe_scorer(
-    scorer, tokens: np.ndarray, context: int, vocab_size: int, n_positions: int = 256, n_windows: int = 4, seed: int = 0
+    scorer,
+    tokens: np.ndarray,
+    context: int,
+    vocab_size: int,
+    n_positions: int = 256,
+    n_windows: int = 4,
+    seed: int = 0,
+    precision: str = "fp32",
 ) -> dict:
     """Raise ProbeFailure naming the first broken property; return the measured worst cases otherwise."""
     rng = np.random.default_rng(seed)
@@ -79,7 +91,7 @@ def probe_scorer(
             after = np.asarray(scorer.logprobs(changed, at), dtype=np.float64)
             diff = float(np.abs(np.exp(after) - np.exp(before)).max())
             worst_causal = max(worst_causal, diff)
-            if diff >= CAUSAL_TOL:
+            if diff >= CAUSAL_TOL_BY_PRECISION.get(precision, CAUSAL_TOL):
                 raise ProbeFailure(
                     f"integrity probe: changing the tokens after position {t} of window {r} changed the"
                     f" distribution at position {t} by {diff:.3g}; the scorer looks ahead"

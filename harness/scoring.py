@@ -23,6 +23,11 @@ from golfbench.harness.probes import probe_scorer
 
 @dataclass
 class ArtifactModel:
+    """An artifact, loaded: ``model`` and ``preset`` (spec and preset names), the ``config`` rebuilt from the spec
+    (never taken on trust from the file), the ``backend`` that trained it ("" when unrecorded), the dequantized
+    float32 ``weights`` under canonical names, and the raw ``meta`` block.
+    """
+
     model: str
     preset: str
     config: dict
@@ -32,6 +37,11 @@ class ArtifactModel:
 
 
 def load_artifact_model(blob: bytes) -> ArtifactModel:
+    """Unpack artifact bytes (`unpack`: executes nothing) and rebuild its config from the spec: the stored
+    architecture over the preset, unknown keys refused. Raises GolfError for a corrupt or foreign artifact,
+    metadata without model/preset/config or with a non-object config, an unknown model or preset, a bad config
+    value, or weights whose names or shapes differ from the spec's (`check_weights`).
+    """
     weights, meta = unpack(blob)
     try:
         model, preset, config = meta["model"], meta["preset"], meta["config"]
@@ -78,7 +88,7 @@ def score_weights(
     tokens = dataset.val_tokens()
     accounting = dataset.accounting()
     context = int(config["seq_len"])
-    probes = probe_scorer(scorer, tokens, context, int(config["vocab_size"]))
+    probes = probe_scorer(scorer, tokens, context, int(config["vocab_size"]), precision=precision)
     with progress.bar(label, total=1.0) as update:
         res = evaluate(
             scorer,

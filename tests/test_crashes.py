@@ -99,7 +99,10 @@ def _check_run_dir(d: Path) -> set[str]:
         return set()
     names = {p.name for p in d.iterdir()}
     for name in names - RECORDS:
-        assert TMP_NAME.match(name) or name.startswith("checkpoint"), f"unexpected file {d / name}"
+        # code/ is the run's source snapshot (harness/code.py), written whole (temp folder, then rename)
+        assert TMP_NAME.match(name) or name.startswith(("checkpoint", ".code.tmp")) or name == "code", (
+            f"unexpected file {d / name}"
+        )
     if "run.json" in names:
         assert json.loads((d / "run.json").read_text())["run_id"] == d.name
     if "events.jsonl" in names:

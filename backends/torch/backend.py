@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import datetime
 import functools
 import os
 import platform
@@ -67,6 +68,8 @@ FAMILIES: dict[str, Callable[[], Family]] = {"llama": _llama, "megalodon": _mega
 
 @cache
 def family(spec_name: str) -> Family:
+    """The Family of ``spec_name``, loaded (imported) on first use and cached. Raises GolfError for a model not in
+    FAMILIES."""
     if spec_name not in FAMILIES:
         raise GolfError(f"the torch backend has no model '{spec_name}': choose one of {', '.join(FAMILIES)}")
     return FAMILIES[spec_name]()
@@ -74,6 +77,11 @@ def family(spec_name: str) -> Family:
 
 @dataclass
 class TorchState:
+    """The opaque training state the harness holds for a torch run: the plain ``model`` (canonical state_dict),
+    ``train_model`` (compiled on CUDA and/or DDP-wrapped: what a step calls), the family's ``optimizers``, the
+    ``device``, this process's ``rank`` in a group of ``world`` and ``step``, the optimizer steps taken.
+    """
+
     spec_name: str
     config: dict
     model: nn.Module  # the plain module: canonical state_dict, export, checkpoints
@@ -100,8 +108,17 @@ def _leave_group() -> None:
     """At exit, leave the group in order: otherwise a rank can die of SIGABRT in C++ teardown ("terminate called
     without an active exception", gloo's store thread; about 1 exit in 7 on CPU) after finishing its work, and
     the launcher would report a failed process; NCCL would warn."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:  # every rank done with every collective before any rank closes its sockets (bounded: a dead peer
+        # must not hang the exit; torchrun ends the group anyway)
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+        else:
+            dist.barrier()
+    except Exception:  # noqa: BLE001 - leaving anyway
+        pass
+    dist.destroy_process_group()
 
 
 class TorchCollective:
@@ -243,6 +260,10 @@ class TorchScorer:
         return out
 
     def logprobs(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Log-probabilities float32 (n, V) of the token after each (row, t) of ``positions`` int (n, 2), for tokens
+        int (B, T+1). Raises ValueError for a position outside the batch and GolfError for a token id outside the
+        vocab.
+        """
         t = _tokens(tokens, self.vocab_size, self.device)
         pos = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
         if len(pos) and (pos.min() < 0 or pos[:, 0].max() >= t.size(0) or pos[:, 1].max() >= t.size(1) - 1):
@@ -258,12 +279,18 @@ class TorchScorer:
 
 
 class TorchBackend:
+    """The harness's Backend for PyTorch (golfbench.harness.backend.Backend): train, export, score and checkpoint."""
+
     name = "torch"
 
     def models(self) -> list[str]:
+        """Spec names this backend implements (the FAMILIES keys)."""
         return list(FAMILIES)
 
     def devices(self) -> dict[str, Any]:
+        """What runs: {"kind": "cuda", "count", "names"} on GPUs, or {"kind": "cpu", "count": 1, "names", "threads"}
+        (CPU results are bit-reproducible for a given thread count); plus "world_size" inside a process group.
+        """
         if torch.cuda.is_available():
             n = torch.cuda.device_count()
             out = {"kind": "cuda", "count": n, "names": [torch.cuda.get_device_name(i) for i in range(n)]}
@@ -370,6 +397,7 @@ class TorchBackend:
         return state
 
     def export(self, state: TorchState) -> dict[str, np.ndarray]:
+        """The model's weights as fp32 numpy arrays under the spec's canonical names and shapes (copies)."""
         sd = state.model.state_dict()
         return {
             name: sd[name].detach().float().cpu().numpy().copy()
@@ -381,6 +409,10 @@ class TorchBackend:
     def scorer(
         self, spec_name: str, config: dict, weights: dict[str, np.ndarray], precision: str = "fp32"
     ) -> TorchScorer:
+        """A TorchScorer for ``weights`` (canonical names, fp32) at ``precision`` ("fp32" or "bf16", the track's
+        eval_precision), on this process's device. Raises GolfError for weights whose names or shapes differ from
+        the spec's, an unknown model or an unknown precision.
+        """
         check_weights(get_spec(spec_name), config, weights)
         device = _device()
         model = _build_model(spec_name, config, weights, device)
@@ -417,6 +449,9 @@ class TorchBackend:
     # -- checkpoints ---------------------------------------------------------------------------------------
 
     def save_checkpoint(self, state: TorchState, path: Path) -> None:
+        """Write model, optimizer states, step, spec and config to ``path`` with torch.save, atomically (temp file,
+        rename), on rank 0 only (the state is replicated); every rank then waits at a barrier.
+        """
         path = Path(path)
         if state.rank == 0:  # optimizer state is replicated (Muon keeps all momenta on every rank)
             payload = {
@@ -438,6 +473,10 @@ class TorchBackend:
             dist.barrier()
 
     def load_checkpoint(self, path: Path, spec_name: str, config: dict) -> TorchState:
+        """The state saved at ``path`` (loaded with ``weights_only=True``: no arbitrary unpickling), rebuilt for this
+        process (device, compilation, DDP). Raises GolfError for a missing or unreadable file, one not written by
+        this backend, or one made for another spec or config (naming the differing keys).
+        """
         try:
             payload = torch.load(Path(path), map_location="cpu", weights_only=True)
         except FileNotFoundError:
