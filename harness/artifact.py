@@ -49,6 +49,11 @@ class CorruptArtifact(GolfError):
 
 @dataclass
 class TensorEntry:
+    """One row of `golf artifact inspect`: a tensor's ``name``, its original ``shape``, its ``codec`` (int8_row,
+    int8_tensor, fp16 or fp32) and ``stored_bytes``, the bytes it takes in the container before compression
+    (int8 values plus its scale, if any).
+    """
+
     name: str
     shape: tuple[int, ...]
     codec: str  # int8_row | int8_tensor | fp16 | fp32
@@ -114,6 +119,12 @@ def quantize(weights: dict[str, np.ndarray], is_control: Callable[[str], bool]) 
 
 
 def dequantize(stored: dict[str, np.ndarray], table: dict[str, dict]) -> dict[str, np.ndarray]:
+    """The inverse of ``quantize``: stored tensors + codec table -> {name: float32 array of the declared shape}.
+
+    int8_row: int8 (rows, cols) × per-row scale (rows,) (fp16 or fp32); int8_tensor: int8 × scalar fp32 scale;
+    fp16/fp32: widened to float32. Raises CorruptArtifact for a declared tensor that is missing, a malformed
+    table entry, a missing or misshapen scale, an unknown codec or a shape that differs from the declared one.
+    """
     out = {}
     for name, info in table.items():
         if name not in stored:
@@ -260,7 +271,12 @@ def pack(
     meta: dict,
     codec: str = "int8",
 ) -> bytes:
-    """Weights -> compressed artifact bytes. `meta` (model, preset, config, backend) travels inside."""
+    """Weights -> compressed artifact bytes. `meta` (model, preset, config, backend) travels inside.
+
+    weights: {name: float array}; the codec's stored tensors go into a deterministic safetensors container,
+    compressed with zstd level 22. Raises GolfError for an unknown codec and whatever the codec refuses
+    (a reserved name, a NaN/inf weight; see ``quantize``).
+    """
     import zstandard
 
     if codec not in CODECS:
@@ -277,7 +293,12 @@ def pack(
 
 
 def unpack(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
-    """Compressed artifact bytes -> (dequantized fp32 weights, meta). Executes nothing."""
+    """Compressed artifact bytes -> (dequantized fp32 weights, meta). Executes nothing.
+
+    Raises GolfError for a pickle/torch.save file, a blob without the zstd magic, a truncated or corrupt frame,
+    output past MAX_DECOMPRESSED bytes, a foreign format or an unknown codec; CorruptArtifact (a GolfError)
+    for a malformed container or tensor table.
+    """
     tensors, metadata = _parse_safetensors(_decompress(blob))
     if metadata.get("format") != FORMAT:
         raise GolfError(f"artifact format '{metadata.get('format')}' is not {FORMAT}; it was not made by golfbench")
@@ -307,6 +328,10 @@ def entries(blob: bytes) -> list[TensorEntry]:
 
 
 def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES) -> dict:
+    """The size rule for ``model_bytes`` (compressed artifact bytes) + ``code`` (code bytes): a dict with
+    model_bytes, code_bytes, total_bytes, cap_bytes and under_cap (total <= cap; the cap is decimal bytes,
+    16,000,000 by default, as in parameter-golf).
+    """
     total = model_bytes + code
     return {
         "model_bytes": model_bytes,
@@ -327,6 +352,7 @@ def naming(source):
 
 
 def read_artifact(path: Path) -> bytes:
+    """The raw bytes of the artifact file at ``path``. Raises GolfError for an unreadable file."""
     try:
         return Path(path).read_bytes()
     except OSError as exc:

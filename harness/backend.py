@@ -35,13 +35,25 @@ INSTALL_HINT = {
 
 @runtime_checkable
 class Scorer(Protocol):
+    """What a backend's ``scorer`` returns: ``score(tokens int32 (B, T+1)) -> float32 (B, T)`` NLLs in nats, and
+    ``logprobs`` (the module docstring states both). The evaluator decides which positions count.
+    """
+
     def __call__(self, tokens: np.ndarray) -> np.ndarray: ...
 
-    def logprobs(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray: ...
+    def logprobs(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """float32 (n, V): the log-distribution of the token after position t of row b, for each (b, t) of
+        ``positions`` int (n, 2) over ``tokens`` int32 (B, T+1).
+        """
 
 
 @runtime_checkable
 class Backend(Protocol):
+    """What a framework provides to the harness, reached by name through `get_backend`. Batches are int32
+    (B, T+1); weights cross the boundary as fp32 numpy arrays under the canonical names and shapes of
+    harness/models.py; states are opaque to the harness. Methods raise GolfError for what the user can fix.
+    """
+
     name: str
 
     def models(self) -> list[str]:
@@ -62,11 +74,18 @@ class Backend(Protocol):
     def export(self, state: Any) -> dict[str, np.ndarray]:
         """fp32 numpy arrays under the canonical names and shapes of harness/models.py."""
 
-    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray]) -> Scorer: ...
+    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray]) -> Scorer:
+        """A Scorer for ``weights`` (canonical names, fp32) of ``spec_name``/``config``. Both backends also take
+        ``precision`` ("fp32" | "bf16": the track's eval_precision), which harness/scoring.py passes.
+        """
 
-    def save_checkpoint(self, state: Any, path: Path) -> None: ...
+    def save_checkpoint(self, state: Any, path: Path) -> None:
+        """Write everything a resume needs (weights, optimizer state, step) to ``path``, atomically."""
 
-    def load_checkpoint(self, path: Path, spec_name: str, config: dict) -> Any: ...
+    def load_checkpoint(self, path: Path, spec_name: str, config: dict) -> Any:
+        """The state saved at ``path``, for ``spec_name``/``config``; GolfError for a missing, foreign or corrupt
+        checkpoint or one made for another model or config.
+        """
 
     def code_files(self, spec_name: str) -> list[Path]:
         """Source files that define the model in this backend; their raw bytes count toward the cap."""
@@ -80,10 +99,14 @@ class Backend(Protocol):
 
 
 def backend_names() -> list[str]:
+    """The registered backend names, sorted ("jax", "torch")."""
     return sorted(REGISTRY)
 
 
 def get_backend(name: str) -> Backend:
+    """The ``BACKEND`` object of backend ``name``, importing its module on first use. Raises GolfError for an
+    unknown name (listing the known ones) or a framework that is not installed (with the pip command).
+    """
     if name not in REGISTRY:
         raise GolfError(f"unknown backend '{name}': choose one of {', '.join(backend_names())}")
     try:

@@ -236,8 +236,15 @@ def tracks_cmd(as_json: bool = typer.Option(False, "--json")):
 @app.command("models")
 @handled
 def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every preset's config and recipe as JSON")):
-    """List model specs, presets, parameter counts and FLOPs per token. Example: golf models"""
+    """List model specs (built-in and plugins), the package each comes from, presets, parameter counts and
+    FLOPs per token. Example: golf models"""
+    from golfbench.harness.backend import backend_names
     from golfbench.harness.models import SPECS
+    from golfbench.harness.plugins import get_plugin, source_of
+
+    def frameworks(name: str) -> str:
+        plugin = get_plugin(name)
+        return ", ".join(sorted(plugin.implementations) if plugin else backend_names())
 
     if as_json:
         rows = []
@@ -248,6 +255,8 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every p
                     {
                         "model": spec.name,
                         "preset": preset,
+                        "package": source_of(spec.name),
+                        "frameworks": frameworks(spec.name).split(", "),
                         "params": spec.param_count(cfg),
                         "train_flops_per_token": spec.flops_per_token(cfg)["total"],
                         "seq_len": cfg["seq_len"],
@@ -258,14 +267,16 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every p
         _print_json(rows)
         return
     table = Table(title="models")
-    for col in ("model", "preset", "params", "train FLOPs/token", "seq_len"):
-        table.add_column(col, justify="right" if col != "model" else "left")
+    for col in ("model", "preset", "package", "frameworks", "params", "train FLOPs/token", "seq_len"):
+        table.add_column(col, justify="right" if col in ("params", "train FLOPs/token", "seq_len") else "left")
     for spec in SPECS.values():
         for preset in spec.presets:
             cfg = spec.config(preset)
             table.add_row(
                 spec.name,
                 preset,
+                source_of(spec.name),
+                frameworks(spec.name),
                 f"{spec.param_count(cfg):,}",
                 f"{spec.flops_per_token(cfg)['total']:.3g}",
                 str(cfg["seq_len"]),
@@ -364,6 +375,8 @@ def run_cmd(
 
 
 def print_result(result: dict) -> None:
+    """A run's result.json as a table on stdout: status, scores (bits per byte, nats per token), tokens, FLOPs,
+    seconds, bytes."""
     table = Table(
         title=f"{result.get('model')}/{result.get('preset')}@{result.get('backend')} — {result.get('track')} ({result.get('scale')})"
     )
@@ -833,6 +846,7 @@ def rehearse_cmd(
 
 
 def main() -> None:
+    """The `golf` console entry point: runs the typer app (commands report failures in one line and exit non-zero)."""
     app()
 
 

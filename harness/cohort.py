@@ -42,6 +42,18 @@ def dataset_content_sha256(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def dataset_full_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 (hex) of the whole dataset's content: the tokenizer, the val shards and the train shards (in
+    manifest order). What a track pins (``dataset_sha256``): an official run must also have trained on the
+    pinned data, not only been scored on it. Raises KeyError like ``dataset_content_sha256``."""
+    content = {
+        "tokenizer_sha256": manifest["tokenizer_sha256"],
+        "val": [s["sha256"] for s in manifest["shards"] if s["split"] == "val"],
+        "train": [s["sha256"] for s in manifest["shards"] if s["split"] == "train"],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def cohort_key(result: dict[str, Any]) -> tuple:
     """The fields of ``result`` (a result.json) that define its cohort, in COHORT_FIELDS order. Records that
     predate a field carry None there, so they form their own cohort instead of joining a newer one."""

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from golfbench.harness.cohort import COHORT_FIELDS, cohort_key, dataset_content_sha256
+from golfbench.harness.cohort import COHORT_FIELDS, cohort_key, dataset_full_sha256
 from golfbench.harness.errors import GolfError
 from golfbench.harness.models import check_name, get_spec
 from golfbench.harness.plots import plot_compare
@@ -26,16 +26,23 @@ from golfbench.harness.stats import mean_std, welch_one_sided
 
 @dataclass(frozen=True)
 class Target:
+    """One side of a comparison: a model spec name, one of its presets and a backend name (model/preset@backend)."""
+
     model: str
     preset: str
     backend: str
 
     @property
     def label(self) -> str:
+        """``model/preset@backend``, as it appears in logs, the report and compare.json."""
         return f"{self.model}/{self.preset}@{self.backend}"
 
 
 def parse_target(text: str, scale: str) -> Target:
+    """Parse ``model[/preset]@backend``; a missing preset defaults to ``default_preset(model, scale)``.
+
+    Raises GolfError for text without ``@``, an unknown model or preset, or an invalid backend name.
+    """
     if "@" not in text:
         raise GolfError(f"'{text}' must look like model[/preset]@backend, e.g. megalodon@jax or llama/tiny@torch")
     left, backend = text.rsplit("@", 1)
@@ -94,9 +101,9 @@ def _existing(d: Path) -> dict | None:
 
 def _mismatch(found: dict, budget: float, eval_stride: int, content: str | None = None) -> str | None:
     """Why a finished run in the way was made under other rules than this comparison asks for (None: reusable)."""
-    if content and found.get("dataset_content_sha256") != content:
-        got = str(found.get("dataset_content_sha256") or "unknown")[:12]
-        return f"dataset content {got} instead of {content[:12]} (another val set or tokenizer)"
+    if content and found.get("dataset_sha256") != content:
+        got = str(found.get("dataset_sha256") or "unknown")[:12]
+        return f"dataset content {got} instead of {content[:12]} (other train/val data or tokenizer)"
     if found.get("budget_limit") is not None and float(found["budget_limit"]) != budget:
         return f"budget {float(found['budget_limit']):g} instead of {budget:g}"
     if found.get("eval_stride") is not None and int(found["eval_stride"]) != eval_stride:
@@ -115,6 +122,15 @@ def run_all(
     log=print,
     eval_stride: int | None = None,
 ) -> dict[Target, list[dict]]:
+    """Run (or reuse) ``seeds`` seeds (0..seeds-1) of every target, each as its own `golf run` subprocess, and
+    return {target: [result.json dicts, each with ``_dir``, its run folder]}.
+
+    A finished run in the way is reused only when it was made under the same dataset content, budget and eval
+    stride; an interrupted one with a checkpoint is resumed; a folder without either is overwritten (--force).
+    ``budget`` is seconds, tokens or FLOPs by track; ``eval_stride`` is in tokens. Raises GolfError for a bad
+    budget or stride, a finished run made under other rules, a run that leaves no result, and runs that fall
+    into different cohorts (harness/cohort.py).
+    """
     from golfbench.harness.tracks import load_track, parse_budget
 
     budget_value = parse_budget(budget)
@@ -168,7 +184,9 @@ def _content(data: Path) -> str | None:
 
     if not (Path(data) / "manifest.json").exists():
         return None
-    return dataset_content_sha256(Dataset.open(Path(data)).manifest)
+    dataset = Dataset.open(Path(data))
+    dataset.check_contents()  # reused runs are only as good as the files behind the manifest: hash them
+    return dataset_full_sha256(dataset.manifest)
 
 
 def _one_cohort(results: dict[Target, list[dict]]) -> None:
@@ -189,6 +207,17 @@ def _one_cohort(results: dict[Target, list[dict]]) -> None:
 
 
 def summarize(results: dict[Target, list[dict]]) -> dict:
+    """The comparison's numbers from ``run_all``'s results: a dict with
+
+    - ``rows``: per target, its seeds and statuses, the val BPB of its ``ok`` seeds with mean and sample std,
+      means over those seeds of train_seconds, tokens_per_second, train_flops and train_tokens, the largest
+      artifact (bytes), the parameter count and ``p_best_better`` (one-sided Welch p-value that the best row's
+      BPB is lower; None for the best row and with fewer than 2 seeds a side);
+    - ``best``: the label with the lowest mean BPB;
+    - ``framework_effect``: per model/preset run in both torch and jax, the torch/jax tokens-per-second ratio
+      and the jax − torch BPB difference;
+    - ``model_effect``: per backend, neighbouring targets in BPB order with their BPB difference and p-value.
+    """
     rows = []
     for t, runs in results.items():
         ok = [r for r in runs if r["status"] == "ok" and r.get("val_bpb") is not None]
@@ -257,6 +286,12 @@ def summarize(results: dict[Target, list[dict]]) -> dict:
 
 
 def write_report(summary: dict, results: dict[Target, list[dict]], report_dir: Path, meta: dict) -> None:
+    """Write compare.json (``meta`` + ``summary``) and compare.png into ``report_dir`` (created if missing).
+
+    The plot shows, per target, the first ok seed's train loss converted to bits per byte with the val split's
+    tokens per byte (loss / ln 2 × val_tokens / val_bytes) against tokens, seconds and FLOPs, with the mean
+    val BPB as a star. ``meta`` must carry ``track`` and ``scale`` (the plot title).
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(report_dir / "compare.json", {**meta, **summary})
     curves, finals = {}, {}

@@ -25,6 +25,13 @@ BOS_POLICY = "BOS targets: NLL summed, 0 bytes (parameter-golf convention)"
 
 @dataclass
 class EvalResult:
+    """One evaluation of the full val split. ``val_nll_sum``: Σ NLL over scored targets, in nats (float64 sum);
+    ``val_tokens``: scored targets (val tokens after the first); ``val_bytes``: their UTF-8 bytes by the
+    parameter-golf rule; ``val_bpb``: bits per byte, val_nll_sum / (ln 2 · val_bytes); ``val_loss``: nats per
+    target; ``eval_seconds``: wall-clock seconds of the evaluation; ``eval_stride`` and ``eval_context``: in
+    tokens; ``policy``: the scoring policy in words (`policy_text`).
+    """
+
     val_nll_sum: float
     val_tokens: int  # scored targets: val tokens after the first
     val_bytes: int
@@ -36,6 +43,7 @@ class EvalResult:
     policy: str
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (what result.json records)."""
         return asdict(self)
 
 
@@ -57,6 +65,7 @@ def window_plan(n_tokens: int, context: int, stride: int) -> tuple[np.ndarray, i
     last `stride`. If targets remain past the last full window, one more window is right-aligned to the
     end so it keeps full context and scores only what is left. Every window has the same width, so
     batches never need padding; only a split shorter than `context` gives one shorter window.
+    Raises GolfError for a context < 1, a stride outside [1, context] or fewer than 2 tokens.
     """
     if context < 1:
         raise GolfError(f"eval context must be >= 1, got {context}")
@@ -78,6 +87,7 @@ def window_plan(n_tokens: int, context: int, stride: int) -> tuple[np.ndarray, i
 
 
 def policy_text(context: int, stride: int) -> str:
+    """The scoring policy for ``context`` and ``stride`` (tokens) in words, as recorded with every result."""
     kind = "non-overlapping windows" if stride == context else f"sliding windows, stride {stride}"
     return (
         f"{kind} of {context} targets; every val token after the first scored exactly once, each with at least"

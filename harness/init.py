@@ -36,6 +36,12 @@ def _kaiming_uniform(rng: np.random.Generator, shape) -> np.ndarray:
 
 
 def llama_init(config: dict, shapes: dict, seed: int) -> dict[str, np.ndarray]:
+    """Initial llama weights as float32 numpy arrays of ``shapes`` (canonical name -> shape), parameter-golf's
+    train_gpt.py scheme: tied embedding N(0, tied_embed_init_std), zero output projections (attn.proj,
+    mlp.proj), other matrices torch nn.Linear's default U(±1/sqrt(fan_in)), q_gain = qk_gain_init,
+    resid_mix = (1, 0) (keep x, none of x0), every other scale (attn_scale, mlp_scale, skip_weights) 1.
+    One random stream per tensor, keyed by ``seed`` and the tensor's name.
+    """
     out = {}
     for name, shape in shapes.items():
         rng = _rng(seed, name)
@@ -56,6 +62,13 @@ def llama_init(config: dict, shapes: dict, seed: int) -> dict[str, np.ndarray]:
 
 
 def megalodon_init(config: dict, shapes: dict, seed: int) -> dict[str, np.ndarray]:
+    """Initial megalodon weights as float32 numpy arrays of ``shapes``, following the released Megalodon code
+    (Ma et al. 2024; reference/megalodon-and-backends.md §1.2-1.3): embedding and head TruncNormal(0, D^-1/2)
+    at ±3σ; CEMA alpha, delta ~ N(0, 0.2²), theta = logit(exp(-k·ln D / D)) for k = 1..D permuted across
+    channels, gamma real part ~ N(0, 1) and imaginary part 0, omega TruncNormal(0, 0.25) at ±1; 2-D
+    projections N(0, 1/sqrt(3·fan_in)) ("he" init); biases, norm offsets (stored as offsets from 1) and the
+    Q/K affine 0. One random stream per tensor, keyed by ``seed`` and the tensor's name.
+    """
     D = config["model_dim"]
     out = {}
     for name, shape in shapes.items():
@@ -85,4 +98,6 @@ INITS = {"llama": llama_init, "megalodon": megalodon_init}
 
 
 def init_weights(spec: ModelSpec, config: dict, seed: int) -> dict[str, np.ndarray]:
-    return INITS[spec.name](config, spec.shapes(config), seed)
+    """The canonical initial weights of ``spec``/``config`` for ``seed`` (a plugin spec brings its own init_fn)."""
+    fn = spec.init_fn or INITS[spec.name]
+    return {k: np.asarray(v, dtype=np.float32) for k, v in fn(config, spec.shapes(config), seed).items()}

@@ -62,6 +62,7 @@ class Layout:
 
     @property
     def world_size(self) -> int:
+        """Processes in the run: ``nproc_per_node`` × ``nnodes``."""
         return self.nproc_per_node * self.nnodes
 
     def check(self) -> None:
@@ -303,7 +304,9 @@ def launch(spec, layout: Layout, resume_dir: Path | None = None) -> dict:
 
 
 def run_torchrun(layout: Layout, args: list[str], env: dict, rdzv_id: str, error_dir: Path) -> tuple[int, list]:
-    """torchrun (through the quiet launcher module); returns (its exit code, the failed processes' exits)."""
+    """torchrun (through the quiet launcher module); returns (its exit code, the failed processes' exits as
+    (global rank, local rank, exit code)). Raises LaunchError when torchrun itself failed (rendezvous, bad
+    arguments), with the message the launcher left in ``error_dir``."""
     proc = subprocess.Popen(torchrun_command(layout, args, rdzv_id), env=env, stdout=subprocess.DEVNULL)
     try:
         code = proc.wait()

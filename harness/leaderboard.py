@@ -23,6 +23,12 @@ from golfbench.harness.verify import verify_run
 
 @dataclass
 class Entry:
+    """One leaderboard row: the ok runs (result.json dicts, each with ``_dir`` and ``_rescored``) of one model,
+    preset, backend and config sha256 under one budget and eval stride, official or not; its seeds are pooled.
+    ``p_vs_above``: one-sided Welch p-value that the entry ranked just above has the lower mean BPB (None for
+    the first row or with fewer than 2 seeds a side).
+    """
+
     model: str
     preset: str
     backend: str
@@ -35,29 +41,36 @@ class Entry:
 
     @property
     def bpbs(self) -> list[float]:
+        """val_bpb (bits per byte) of each run, in run order."""
         return [float(r["val_bpb"]) for r in self.runs]
 
     @property
     def mean(self) -> float:
+        """Mean val_bpb over the runs (bits per byte): the rank key."""
         return mean_std(self.bpbs)[0]
 
     @property
     def std(self) -> float:
+        """Sample standard deviation (ddof=1) of val_bpb over the runs; 0.0 for one run."""
         return mean_std(self.bpbs)[1]
 
     @property
     def seeds(self) -> list[int]:
+        """The runs' seeds, sorted."""
         return sorted(int(r["seed"]) for r in self.runs)
 
     @property
     def artifact_bytes(self) -> int:
+        """The largest total artifact size over the runs: compressed model + code bytes (what the cap limits)."""
         return max(int(r["artifact_bytes"]) for r in self.runs)
 
     @property
     def verified(self) -> bool:
+        """True when every run carries a verify.json stamp for its artifact's sha256 (`golf verify` rescored it)."""
         return all(r.get("_rescored") for r in self.runs)
 
     def to_dict(self, rank: int) -> dict:
+        """The row as JSON-ready data at ``rank`` (1-based); ``record_eligible`` means at least 3 seeds."""
         return {
             "rank": rank,
             "model": self.model,
@@ -91,17 +104,27 @@ class Board:
 
     @property
     def label(self) -> str:
+        """The cohort in words (`cohort_label`)."""
         return cohort_label(self.cohort)
 
 
 @dataclass
 class Collected:
+    """What `collect` found: one Board per cohort, the warnings for skipped records, and ``skipped``, the count of runs
+    left out for status or unofficial budget."""
+
     boards: list[Board]
     warnings: list[str]
     skipped: int
 
 
 def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool = False) -> Collected:
+    """Boards from every result.json under ``runs_dir`` (recursively), optionally of one ``track``.
+
+    A run counts when its result is well-formed, its status is ok, it is official (or ``include_unofficial``)
+    and its files pass `verify_run` without rescoring; unreadable, malformed or failing records are skipped with
+    a warning, never fatal. Boards are ordered by cohort key, entries within a board by mean val_bpb.
+    """
     warnings: list[str] = []
     skipped = 0
     groups: dict[tuple, dict[tuple, Entry]] = {}
@@ -169,6 +192,7 @@ def _p(p: float | None) -> str:
 
 
 def to_markdown(collected: Collected) -> str:
+    """The boards as Markdown tables, one section per cohort (a line saying none is eligible when empty)."""
     lines = []
     for b in collected.boards:
         lines += [
@@ -191,6 +215,7 @@ def to_markdown(collected: Collected) -> str:
 
 
 def to_json(collected: Collected) -> str:
+    """The boards and warnings as indented JSON (entries as `Entry.to_dict`)."""
     return json.dumps(
         {
             "boards": [
@@ -216,6 +241,7 @@ font-variant-numeric:tabular-nums}tr:first-child td{font-weight:600}.w{color:#8a
 
 
 def to_html(collected: Collected) -> str:
+    """The boards as one self-contained HTML page (inline CSS; every string from records escaped), warnings last."""
     esc = html.escape
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>golfbench leaderboard</title>",

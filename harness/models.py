@@ -29,6 +29,7 @@ import math
 import numbers
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -261,6 +262,11 @@ LLAMA_GROUPS = (
 
 
 def llama_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Canonical llama weight names -> shapes for config ``c`` (linear weights (out, in)): the tied embedding
+    (V, D), the U-Net skip weights (min(L//2, L - L//2), D), then per block the control tensors (attn_scale,
+    mlp_scale (D,); resid_mix (2, D); q_gain (H,)) and the attention and MLP matrices (GQA: c_k, c_v are
+    (kv_heads·head_dim, D)).
+    """
     d, v = c["model_dim"], c["vocab_size"]
     head_dim = d // c["num_heads"]
     kv_dim = c["num_kv_heads"] * head_dim
@@ -288,6 +294,7 @@ def llama_shapes(c: dict) -> dict[str, tuple[int, ...]]:
 
 
 def llama_param_count(c: dict) -> int:
+    """The number of llama parameters for ``c`` (equal to the sum over ``llama_shapes``; the tied head counted once)."""
     d, v, L = c["model_dim"], c["vocab_size"], c["num_layers"]
     kv_dim = c["num_kv_heads"] * (d // c["num_heads"])
     hidden = c["mlp_mult"] * d
@@ -296,6 +303,10 @@ def llama_param_count(c: dict) -> int:
 
 
 def llama_flops(c: dict) -> dict[str, float]:
+    """Analytic llama training FLOPs per token (the module's FLOP convention): ``matmul`` = 6 × (block matrix
+    parameters × loops + V·D for the tied head), ``attention`` = 6 · L · 2 · (T+1)/2 · D (QKᵀ and PV over a
+    causal window of T = seq_len), ``cema`` = 0, and their ``total``.
+    """
     d, v, L = c["model_dim"], c["vocab_size"], c["num_layers"] * c["loops"]
     kv_dim = c["num_kv_heads"] * (d // c["num_heads"])
     hidden = c["mlp_mult"] * d
@@ -307,6 +318,9 @@ def llama_flops(c: dict) -> dict[str, float]:
 
 
 def llama_validate(c: dict) -> None:
+    """Raises GolfError when model_dim does not divide by num_heads or num_heads by num_kv_heads, when head_dim
+    is odd (RoPE rotates pairs), or when loops != 1 (looping is not defined for the U-Net skips).
+    """
     if c["model_dim"] % c["num_heads"] or c["num_heads"] % c["num_kv_heads"]:
         raise GolfError("llama config: model_dim must divide by num_heads and num_heads by num_kv_heads")
     if (c["model_dim"] // c["num_heads"]) % 2:
@@ -415,6 +429,11 @@ MEGALODON_GROUPS = (
 
 
 def megalodon_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Canonical megalodon weight names -> shapes for config ``c`` (linear weights (out, in)): the embedding
+    (V, D), per layer the TimestepNorm, CEMA (alpha, delta (D, N); theta, omega (D,); gamma (D, N, 2) = real
+    and imaginary parts), RMSNorm, the z/v/r/h projections with their biases, the Q/K affine (2, Z) and the FFN
+    (w3 only with swiglu), then the final norm and, when embeddings are untied, lm_head (V, D).
+    """
     D, Z, E, F, N, V = (
         c["model_dim"],
         c["z_dim"],
@@ -478,6 +497,11 @@ def megalodon_param_count(c: dict) -> int:
 
 
 def megalodon_flops(c: dict) -> dict[str, float]:
+    """Analytic megalodon training FLOPs per token (the module's FLOP convention): ``matmul`` = 6 × (layer
+    matrix parameters × loops + V·D for the head, tied or not), ``attention`` = 6 · L · (C+1)/2 · (Z + E)
+    with C = min(chunk_size, seq_len), ``cema`` = 3 · L · D · (10·log2(n_fft) + 6) with n_fft the next power of
+    two >= 2·seq_len, and their ``total`` (reference/megalodon-and-backends.md §4.1).
+    """
     D, Z, E, F, V = c["model_dim"], c["z_dim"], c["value_dim"], c["ffn_hidden_dim"], c["vocab_size"]
     L = c["num_layers"] * c["loops"]
     ffn = (3 if c["swiglu"] else 2) * D * F
@@ -491,6 +515,10 @@ def megalodon_flops(c: dict) -> dict[str, float]:
 
 
 def megalodon_validate(c: dict) -> None:
+    """Raises GolfError when z_dim or value_dim does not divide by num_heads, when the per-head z width is odd
+    (RoPE rotates pairs), when model_dim does not divide by norm_num_groups, or when seq_len exceeds chunk_size
+    without being a multiple of it (as the released Megalodon code asserts).
+    """
     if c["z_dim"] % c["num_heads"] or c["value_dim"] % c["num_heads"]:
         raise GolfError("megalodon config: z_dim and value_dim must divide by num_heads")
     if (c["z_dim"] // c["num_heads"]) % 2:
@@ -526,6 +554,9 @@ class ModelSpec:
     control_patterns: tuple[str, ...]
     group_rules: tuple[GroupRule, ...]
     momentum_keys: tuple[str, str, str | None]
+    # (config, shapes, seed) -> {canonical name: fp32 array}; None for the built-ins (harness/init.py INITS).
+    # A plugin spec must provide it (docs/plugins.md).
+    init_fn: Callable[[dict, dict, int], dict] | None = None
 
     @property
     def model_keys(self) -> tuple[str, ...]:
@@ -649,7 +680,7 @@ class ModelSpec:
         return MomentumSchedule(float(config[start]), float(config[end]), int(config[steps]) if steps else 0)
 
 
-SPECS: dict[str, ModelSpec] = {
+BUILTIN_SPECS: dict[str, ModelSpec] = {
     "llama": ModelSpec(
         "llama",
         LlamaConfig,
@@ -679,7 +710,32 @@ SPECS: dict[str, ModelSpec] = {
 }
 
 
+class _SpecRegistry(Mapping):
+    """Every model spec: the built-ins, then the installed plugins' (harness/plugins.py), discovered on first
+    read so that importing this module never imports a plugin."""
+
+    def _all(self) -> dict[str, ModelSpec]:
+        from golfbench.harness.plugins import discover
+
+        return {**BUILTIN_SPECS, **{name: p.spec for name, p in discover().items()}}
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        if name in BUILTIN_SPECS:
+            return BUILTIN_SPECS[name]
+        return self._all()[name]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+SPECS: Mapping[str, ModelSpec] = _SpecRegistry()
+
+
 def get_spec(name: str) -> ModelSpec:
+    """The spec named ``name`` (built-in or plugin); GolfError listing the known models otherwise."""
     check_name("model", name)
     if name not in SPECS:
         raise GolfError(f"unknown model '{name}': choose one of {', '.join(sorted(SPECS))}")
@@ -688,7 +744,8 @@ def get_spec(name: str) -> ModelSpec:
 
 def check_tokens(batch, vocab_size: int):
     """A (B, T+1) integer batch inside the vocabulary, as contiguous int32. Both backends call this: an id out of
-    range would silently clamp in a JAX gather and crash deep inside a torch embedding."""
+    range would silently clamp in a JAX gather and crash deep inside a torch embedding. Raises ValueError for
+    an array that is not 2-D integers with T >= 1, GolfError for an id outside [0, vocab_size)."""
     import numpy as np
 
     batch = np.asarray(batch)

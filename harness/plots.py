@@ -24,6 +24,9 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_loss(events_path: Path, out: Path, title: str = "") -> None:
+    """Write a PNG of a run's train loss (nats/token) against training tokens from its events.jsonl to ``out``;
+    writes nothing when no event carries a loss.
+    """
     plt = _figure()
     events = [e for e in read_events(events_path) if "loss" in e and e.get("loss") is not None]
     if not events:

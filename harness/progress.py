@@ -12,6 +12,7 @@ console = Console(stderr=True)
 
 
 def enabled() -> bool:
+    """Whether to draw progress bars: only on process 0 (``RANK``) and unless ``GOLF_NO_PROGRESS`` is set."""
     return os.environ.get("GOLF_NO_PROGRESS", "") == "" and int(os.environ.get("RANK", "0")) == 0
 
 

@@ -49,6 +49,9 @@ RESULT_FIELDS = (
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync'd, then renamed over ``path``
+    (parents created). A crash leaves the old file or the new one, never a mix; the temp file is removed on error.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -84,14 +87,21 @@ def _sanitize(obj):
 
 
 def dumps(obj) -> str:
+    """Canonical JSON of ``obj`` (indent 2, sorted keys): non-finite floats become null, numpy scalars plain
+    numbers, paths strings. Raises TypeError for anything else JSON cannot hold.
+    """
     return json.dumps(_sanitize(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
 
 
 def atomic_write_json(path: Path, obj) -> None:
+    """`dumps` ``obj`` plus a newline to ``path``, atomically (`atomic_write_bytes`)."""
     atomic_write_bytes(path, (dumps(obj) + "\n").encode("utf-8"))
 
 
 def read_json(path: Path, what: str = "file") -> dict:
+    """The JSON object in ``path``. Raises GolfError naming ``what`` and the path when the file is missing,
+    unreadable, not valid JSON (perhaps partial) or not a JSON object.
+    """
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -112,6 +122,7 @@ class EventLog:
         self.path = Path(path)
 
     def append(self, event: dict) -> None:
+        """Append ``event`` as one JSON line (non-finite floats as null) with a single O_APPEND write."""
         line = (json.dumps(_sanitize(event), sort_keys=True, default=_json_default) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -126,6 +137,8 @@ class EventLog:
 
 
 def read_events(path: Path) -> list[dict]:
+    """The events of a JSON-lines file, in order; lines that do not parse to an object are skipped (a missing file gives
+    [])."""
     if not Path(path).exists():
         return []
     events = []
@@ -140,11 +153,17 @@ def read_events(path: Path) -> list[dict]:
 
 
 def run_dir(out: Path, track: str, scale: str, run_id: str) -> Path:
+    """``out/track/scale/run_id``. Raises GolfError when ``track``, ``scale`` or ``run_id`` is not a safe name
+    (`check_name`: no path separators or traversal).
+    """
     check_name("run id", run_id)
     return Path(out) / check_name("track", track) / check_name("scale", scale) / run_id
 
 
 def default_run_id(model: str, preset: str, backend: str, seed: int, unofficial: bool, budget: float | None) -> str:
+    """``model-preset-backend-s<seed>``, plus ``-b<budget>`` (``%g``, without "+") for an unofficial run with an
+    overridden budget (seconds, tokens or FLOPs by track), so such runs never overwrite official ones.
+    """
     rid = f"{model}-{preset}-{backend}-s{seed}"
     if unofficial and budget is not None:
         rid += f"-b{budget:g}".replace("+", "")
@@ -163,6 +182,7 @@ def _version(pkg: str) -> str | None:
 
 
 def versions() -> dict:
+    """Python's version and those of golfbench and the libraries a result depends on (None where not installed)."""
     out = {"python": platform.python_version()}
     for pkg in ("golfbench", "numpy", "torch", "jax", "jaxlib", "flax", "optax", "sentencepiece", "zstandard"):
         out[pkg] = _version(pkg)
@@ -170,6 +190,9 @@ def versions() -> dict:
 
 
 def git_info(repo: Path | None = None) -> dict:
+    """``{"sha": HEAD commit, "dirty": uncommitted changes?}`` of ``repo`` (default: the folder above the harness
+    package); both None when git is missing, times out (10 s) or the folder is not a repository.
+    """
     repo = repo or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
@@ -182,6 +205,7 @@ def git_info(repo: Path | None = None) -> dict:
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` reports."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -55,6 +55,7 @@ class Rehearsal:
     checks: int = 0
 
     def check(self, ok: bool, what: str) -> None:
+        """Count one check; record ``what`` as a failure when ``ok`` is false."""
         self.checks += 1
         if not ok:
             self.failures.append(what)

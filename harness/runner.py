@@ -20,7 +20,7 @@ import numpy as np
 from golfbench.harness import code, progress
 from golfbench.harness.artifact import pack, size_report
 from golfbench.harness.backend import get_backend
-from golfbench.harness.cohort import dataset_content_sha256
+from golfbench.harness.cohort import dataset_content_sha256, dataset_full_sha256
 from golfbench.harness.data.dataset import Dataset
 from golfbench.harness.data.stream import BatchStream
 from golfbench.harness.distributed import (
@@ -35,6 +35,7 @@ from golfbench.harness.distributed import (
 from golfbench.harness.errors import BudgetError, GolfError
 from golfbench.harness.models import get_spec
 from golfbench.harness.plots import plot_loss
+from golfbench.harness.plugins import get_plugin
 from golfbench.harness.records import (
     EventLog,
     atomic_write_bytes,
@@ -55,6 +56,12 @@ CHECKPOINT = "checkpoint"
 
 @dataclass
 class RunSpec:
+    """What `golf run` was asked for, before anything is resolved. ``budget`` overrides the track's (seconds,
+    tokens or FLOPs by track); ``eval_stride`` is in tokens; ``overrides`` are config fields set with --set;
+    ``log_every`` and ``checkpoint_every`` are in steps; ``data`` and ``out`` are folders (default: data/<the
+    track's dataset> and runs). A budget, eval-stride or config override makes the run unofficial.
+    """
+
     track: str
     scale: str
     backend: str
@@ -74,6 +81,7 @@ class RunSpec:
 
     @property
     def unofficial(self) -> bool:
+        """True when the budget, eval stride or config was overridden: the run is not comparable to official ones."""
         return self.budget is not None or self.eval_stride is not None or bool(self.overrides)
 
 
@@ -90,6 +98,7 @@ def default_preset(model: str, scale: str) -> str:
 
 
 def default_data_dir(dataset_name: str) -> Path:
+    """Where a track's dataset is looked for when --data is not given: ``data/<dataset_name>``."""
     return Path("data") / dataset_name
 
 
@@ -135,11 +144,12 @@ class Run:
                 f" holds '{self.dataset.id}'; point --data at the right dataset"
             )
         self.dataset_content = dataset_content_sha256(self.dataset.manifest)
+        self.dataset_full = dataset_full_sha256(self.dataset.manifest)
         pin = self.scale.get("dataset_sha256")
-        if pin and not spec.unofficial and pin != self.dataset_content:
+        if pin and not spec.unofficial and pin != self.dataset_full:
             raise GolfError(
                 f"track '{self.track.name}' at scale '{spec.scale}' pins dataset content {pin[:12]}…, but {data_dir}"
-                f" holds {self.dataset_content[:12]}… (same name, other tokens or tokenizer); rebuild it with the"
+                f" holds {self.dataset_full[:12]}… (same name, other train/val tokens or tokenizer); rebuild it with the"
                 " pinned recipe or run unofficially with --budget"
             )
         if self.config["vocab_size"] != self.dataset.vocab_size:
@@ -152,6 +162,13 @@ class Run:
         if env_rank() == 0 and os.environ.get("GOLF_DATA_CHECKED") != self.dataset.manifest_sha256:
             self.dataset.check_contents()
         # The framework import takes seconds: checked after the data, so bad input fails fast.
+        plugin = get_plugin(spec.model)
+        if plugin is not None and spec.backend not in plugin.implementations:
+            # said before the framework import: a one-framework plugin model is refused at once, in one line
+            raise GolfError(
+                f"model '{spec.model}' (package {plugin.source}) is not implemented in {spec.backend}:"
+                f" it implements {', '.join(sorted(plugin.implementations))}"
+            )
         self.backend = get_backend(spec.backend)
         if spec.model not in self.backend.models():
             raise GolfError(
@@ -238,6 +255,11 @@ class Run:
     # ------------------------------------------------------------------------------------------------------
 
     def manifest(self) -> dict:
+        """The content of run.json: what ran (track with version and sha256, scale, backend, model, preset, seed,
+        config and its hash, code sha256s, overrides), the budget (kind, limit, the track's default), eval stride
+        and context (tokens), batch shape, analytic training FLOPs per token, parameter count, dataset identity
+        (manifest and content sha256s), library versions, git commit, hardware and the creation time (UTC).
+        """
         return {
             "run_id": self.run_id,
             "track": self.track.name,
@@ -265,6 +287,7 @@ class Run:
                 "dir": str(self.dataset.path),
                 "manifest_sha256": self.dataset.manifest_sha256,
                 "content_sha256": self.dataset_content,
+                "full_sha256": self.dataset_full,
                 "tokenizer_sha256": self.dataset.manifest["tokenizer_sha256"],
             },
             "versions": versions(),
@@ -494,7 +517,11 @@ def _compiler_flops(backend, state, synth: np.ndarray) -> float | None:
 def finish(
     run: Run, state, budget: Budget, status: str, reason: str | None, coll: Collective, score: bool = True
 ) -> dict:
-    """Every process: export, check the replicas agree, pack and score (sharded); process 0 writes the records."""
+    """Every process: export, check the replicas agree, pack and score (sharded); process 0 writes the records.
+
+    Raises GolfError when the processes' weights differ (the replicas drifted apart) or when the result record
+    would break harness/schemas/result.schema.json (an internal error).
+    """
     spec = run.spec
     main = coll.rank == 0
     counted = code.snapshot_files(run.dir) if main else run.code_files
@@ -508,6 +535,7 @@ def finish(
         "scale": spec.scale,
         "dataset_id": run.dataset.id,
         "dataset_content_sha256": run.dataset_content,
+        "dataset_sha256": run.dataset_full,
         "backend": spec.backend,
         "model": spec.model,
         "preset": spec.preset,
@@ -658,7 +686,8 @@ def _log_eval(run: Run, main: bool, label: str, res) -> None:
 
 
 def resume_spec(run_dir_path: Path) -> RunSpec:
-    """The RunSpec recorded in an interrupted run's run.json, pointed at where the directory is now."""
+    """The RunSpec recorded in an interrupted run's run.json, pointed at where the directory is now. Raises
+    GolfError when the directory or its run.json is missing or unreadable."""
     if not Path(run_dir_path).is_dir():
         raise GolfError(f"cannot resume {run_dir_path}: the directory does not exist")
     if not (Path(run_dir_path) / "run.json").is_file():

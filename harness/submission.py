@@ -50,6 +50,15 @@ def _train_log(run_dir: Path, manifest: dict, result: dict) -> str:
 
 
 def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: str, blurb: str) -> dict:
+    """Write ``out``, a parameter-golf-style records folder, from ok runs that are seeds of one configuration:
+    submission.json (validated against the schema first), artifact_seed<N>.golf and train_seed<N>.log per seed,
+    src/ (the code snapshot the runs trained with) and a README. Returns the submission dict; val_bpb is the
+    mean over seeds (bits per byte), bytes_total the largest compressed model + code bytes.
+
+    Raises GolfError for no runs, a run that is not ok, runs that differ in track, scale, backend, model,
+    preset, config or eval stride, a repeated seed, a missing or altered code snapshot, snapshots that differ
+    between runs, a submission that would not validate, or an ``out`` that already exists (never overwritten).
+    """
     if not run_dirs:
         raise GolfError("give at least one run directory to export")
     runs = []

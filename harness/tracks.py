@@ -27,6 +27,12 @@ SCALES = ("official", "dev")
 
 @dataclass(frozen=True)
 class Track:
+    """One track's rules, parsed from tracks/<name>.toml: ``budget_kind`` (seconds, tokens or flops),
+    ``artifact_cap_bytes`` (decimal bytes, 16,000,000 by default), ``scales`` ({"official"|"dev": dataset,
+    budget, eval_stride in tokens, eval_precision, eval_prequant, hardware, optional dataset_sha256}), the
+    file's ``path`` and the sha256 of its bytes (recorded with every run).
+    """
+
     name: str
     version: int
     description: str
@@ -37,6 +43,7 @@ class Track:
     sha256: str
 
     def scale(self, scale: str) -> dict:
+        """The rules of ``scale``. Raises GolfError for a scale other than official/dev or one the track file lacks."""
         if scale not in SCALES:
             raise GolfError(f"unknown scale '{scale}': choose official or dev")
         if scale not in self.scales:
@@ -107,7 +114,8 @@ def _parse(path: Path) -> Track:
 
 
 def default_tracks_dir() -> Path:
-    """The installed tracks (golfbench.tracks: the repository's tracks/ folder), or $GOLF_TRACKS_DIR when set."""
+    """The installed tracks (golfbench.tracks: the repository's tracks/ folder), or $GOLF_TRACKS_DIR when set.
+    Raises GolfError when that folder does not exist."""
     env = os.environ.get(TRACKS_ENV)
     path = Path(env) if env else TRACKS_DIR
     if not path.is_dir():
@@ -118,11 +126,17 @@ def default_tracks_dir() -> Path:
 
 
 def list_tracks(tracks_dir: Path | None = None) -> list[Track]:
+    """Every track in ``tracks_dir`` (default: `default_tracks_dir`), by file name; raises GolfError for a malformed
+    file."""
     tracks_dir = tracks_dir or default_tracks_dir()
     return [_parse(p) for p in sorted(tracks_dir.glob("*.toml"))]
 
 
 def load_track(name: str, tracks_dir: Path | None = None) -> Track:
+    """The track ``name`` from ``tracks_dir`` (default: `default_tracks_dir`). Raises GolfError for an unsafe
+    name, an unknown track (listing the known ones) or a malformed file (unreadable, bad TOML, a name that
+    differs from the file's, a missing or bad field).
+    """
     check_name("track", name)
     tracks_dir = tracks_dir or default_tracks_dir()
     path = tracks_dir / f"{name}.toml"
@@ -133,7 +147,9 @@ def load_track(name: str, tracks_dir: Path | None = None) -> Track:
 
 
 def parse_budget(text: str | float | None) -> float | None:
-    """`--budget` accepts numbers like 30, 40000 or 2e11 (seconds, tokens or FLOPs, by track)."""
+    """`--budget` accepts numbers like 30, 40000 or 2e11 (seconds, tokens or FLOPs, by track; "_" separators
+    allowed); None stays None. Raises GolfError for text that is not a number or a value that is not positive
+    and finite."""
     if text is None:
         return None
     try:
@@ -148,6 +164,10 @@ def parse_budget(text: str | float | None) -> float | None:
 
 
 def lr_scale(progress: float, warmdown_frac: float) -> float:
+    """The learning-rate multiplier at budget ``progress`` in [0, 1] (clamped): 1.0, then a linear warm-down to 0
+    over the last ``warmdown_frac`` of the budget (parameter-golf's warm-down, measured in budget progress
+    instead of steps or milliseconds); always 1.0 when ``warmdown_frac`` <= 0.
+    """
     progress = min(max(progress, 0.0), 1.0)
     if warmdown_frac <= 0 or progress < 1.0 - warmdown_frac:
         return 1.0
@@ -167,12 +187,15 @@ class Budget:
     _step_seconds: list = field(default_factory=list)
 
     def spent(self) -> float:
+        """What the budget measures, spent so far: seconds, tokens or FLOPs by ``kind``."""
         return {"seconds": self.seconds, "tokens": float(self.tokens), "flops": self.flops}[self.kind]
 
     def progress(self) -> float:
+        """``spent / limit``, capped at 1.0."""
         return min(self.spent() / self.limit, 1.0)
 
     def charge(self, seconds: float, tokens: int, flops: float) -> None:
+        """Record one step: ``seconds`` of training time, ``tokens`` trained on and ``flops`` (analytic model FLOPs)."""
         self.seconds += seconds
         self.tokens += tokens
         self.flops += flops
@@ -191,6 +214,7 @@ class Budget:
         return self.seconds + estimate <= self.limit
 
     def over(self) -> bool:
+        """True when the spent amount passed the limit (1e-9 relative slack for float round-off)."""
         return self.spent() > self.limit * (1 + 1e-9)
 
 
@@ -201,9 +225,11 @@ class Clock:
         self._start: float | None = None
 
     def start(self) -> None:
+        """Start timing (time.perf_counter)."""
         self._start = time.perf_counter()
 
     def stop(self) -> float:
+        """Stop and return the seconds since `start` (AssertionError when not started)."""
         assert self._start is not None
         elapsed = time.perf_counter() - self._start
         self._start = None

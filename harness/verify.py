@@ -44,6 +44,10 @@ class _Skip(Exception):
 
 @dataclass
 class Verdict:
+    """The outcome of `verify_run`: ``checks`` (names of every check made), ``failures`` ("name: why", one per
+    failed check) and ``recomputed_bpb`` (bits per byte from re-scoring the artifact; None when not rescored).
+    """
+
     run_dir: Path
     failures: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
@@ -51,9 +55,11 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
+        """True when no check failed."""
         return not self.failures
 
     def check(self, name: str, passed: bool, why: str) -> bool:
+        """Record the check ``name``; when it did not pass, add "name: why" to the failures. Returns ``passed``."""
         self.checks.append(name)
         if not passed:
             self.failures.append(f"{name}: {why}")
@@ -117,9 +123,9 @@ def _rules_check(v: Verdict, result: dict, manifest: dict, rules: dict) -> None:
     if manifest["dataset"].get("id") != rules["dataset"]:
         problems.append(f"dataset '{manifest['dataset'].get('id')}' is not the track's '{rules['dataset']}'")
     pin = rules.get("dataset_sha256")
-    if pin and manifest["dataset"].get("content_sha256") != pin:  # content, not the name, is what was scored
+    if pin and manifest["dataset"].get("full_sha256") != pin:  # content, not the name, is what ran
         problems.append(
-            f"dataset content {str(manifest['dataset'].get('content_sha256'))[:12]} is not the track's pinned {pin[:12]}"
+            f"dataset content {str(manifest['dataset'].get('full_sha256'))[:12]} is not the track's pinned {pin[:12]}"
         )
     precision, rule = recorded_precision(result), rules.get("eval_precision", "fp32")
     if precision != rule:

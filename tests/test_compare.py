@@ -194,4 +194,4 @@ def test_compare_refuses_to_reuse_a_run_scored_on_other_data(compared, shakespea
     other = small_dataset(shakespeare_dir, tmp_path / "shakespeare_sp1024", train_tokens=16_384, val_tokens=3_000)
     res = golf(*compare_args(other, out))
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "dataset content" in res.stderr and "another val set or tokenizer" in res.stderr, res.stderr
+    assert "dataset content" in res.stderr and "other train/val data or tokenizer" in res.stderr, res.stderr

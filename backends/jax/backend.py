@@ -77,7 +77,8 @@ def join_processes() -> None:
     this process as one of several (torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
     MASTER_ADDR, MASTER_PORT; harness/launch.py sets it). Process 0 hosts the coordinator at MASTER_ADDR:PORT.
     With several processes on one machine each takes one local accelerator (LOCAL_RANK); CPU processes
-    exchange data over gloo. A no-op for a single process."""
+    exchange data over gloo. A no-op for a single process. Raises GolfError when WORLD_SIZE > 1 but
+    MASTER_PORT is not set."""
     global _JOINED
     if _JOINED or env_world_size() <= 1:
         return
@@ -124,6 +125,8 @@ class JaxCollective:
 
 
 class JaxBackend:
+    """The harness's Backend for JAX (golfbench.harness.backend.Backend): train, export, score and checkpoint."""
+
     name = "jax"
 
     def collective(self):
@@ -134,7 +137,10 @@ class JaxBackend:
         return JaxCollective()
 
     def models(self) -> list[str]:
-        return ["llama", "megalodon"]
+        """The built-ins, then every installed plugin model with a JAX implementation (harness/plugins.py)."""
+        from golfbench.harness.plugins import discover
+
+        return ["llama", "megalodon", *(name for name, p in discover().items() if "jax" in p.implementations)]
 
     def devices(self) -> dict[str, Any]:
         """Every device of the run (all processes'), and the number of processes."""
@@ -152,7 +158,8 @@ class JaxBackend:
 
     def init(self, spec_name: str, config: dict, seed: int, devices=None) -> JaxState:
         """Params and optimizer state from the canonical initial weights of ``seed``; the batch is always
-        sharded over ``devices`` (default: all of ``jax.devices()``)."""
+        sharded over ``devices`` (default: all of ``jax.devices()``). Raises GolfError for a model this backend
+        does not implement."""
         spec = get_spec(spec_name)
         if spec_name not in self.models():
             raise GolfError(f"the jax backend does not implement model '{spec_name}'")
@@ -193,6 +200,7 @@ class JaxBackend:
         return new, {"loss": float(host_value(loss))}
 
     def export(self, state: JaxState) -> dict[str, np.ndarray]:
+        """The params as writable fp32 numpy copies under the canonical names and shapes (this process's replica)."""
         return {k: np.array(v, dtype=np.float32) for k, v in _host(state.params).items()}  # writable copies
 
     def compiler_flops(self, state: JaxState, batch: np.ndarray) -> float | None:
@@ -241,6 +249,10 @@ class JaxBackend:
         os.replace(tmp, path)
 
     def load_checkpoint(self, path: Path, spec_name: str, config: dict, devices=None) -> JaxState:
+        """The state saved at ``path`` (an .npz read with ``allow_pickle=False``), placed on ``devices`` (default:
+        all of ``jax.devices()``). Raises GolfError for an unreadable file, one not written by this backend, one
+        for another model, or weights or optimizer state whose names or shapes do not fit ``config``.
+        """
         try:
             with np.load(Path(path), allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
@@ -262,10 +274,30 @@ class JaxBackend:
         return CODE_LAYOUT
 
     def code_files(self, spec_name: str) -> list[Path]:
-        """Shared files + the model's own: the bytes that count toward the cap for ``spec_name``."""
-        if spec_name not in CODE_LAYOUT.models:
+        """Shared files + the model's own: the bytes that count toward the cap for ``spec_name``. A plugin
+        model's own files are its declared JAX ``code_files`` (harness/plugins.py), counted by the same rule."""
+        if spec_name in CODE_LAYOUT.models:
+            return CODE_LAYOUT.files(spec_name)
+        from golfbench.harness.plugins import get_plugin
+
+        plugin = get_plugin(spec_name)
+        if plugin is None or "jax" not in plugin.implementations:
             raise GolfError(f"the jax backend does not implement model '{spec_name}'")
-        return CODE_LAYOUT.files(spec_name)
+        own = plugin.files("jax")
+        if not own:
+            raise GolfError(f"model '{spec_name}' (package {plugin.source}) declares no JAX code_files to count")
+        clash = sorted({f.name for f in own} & set(CODE_LAYOUT.shared))
+        if clash:
+            raise GolfError(
+                f"model '{spec_name}' (package {plugin.source}): code file '{clash[0]}' has the name of a shared"
+                " jax backend file; rename it (runs snapshot code files by name)"
+            )
+        missing = [f for f in own if not f.is_file()]
+        if missing:
+            raise GolfError(f"model '{spec_name}' (package {plugin.source}): code file {missing[0]} does not exist")
+        if len({f.name for f in own}) != len(own):
+            raise GolfError(f"model '{spec_name}' (package {plugin.source}): two code files share a file name")
+        return [*(CODE_LAYOUT.root / n for n in CODE_LAYOUT.shared), *own]
 
 
 class JaxScorer:
@@ -302,7 +334,9 @@ class JaxScorer:
 
     def logprobs(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Log-distribution of the token after position t of row b, for each (b, t) in ``positions``, from the
-        same forward over ``tokens[:, :-1]`` as ``__call__`` (so the two agree to the bit)."""
+        same forward over ``tokens[:, :-1]`` as ``__call__`` (so the two agree to the bit): float32 (n, V) for
+        ``positions`` int (n, 2). Raises ValueError for a position outside the batch, GolfError for a token id
+        outside the vocab."""
         tokens = check_tokens(tokens, self.vocab_size)
         pos = np.asarray(positions, dtype=np.int64).reshape(-1, 2)
         B, T = tokens.shape[0], tokens.shape[1] - 1

@@ -17,6 +17,9 @@ import jax.numpy as jnp
 
 
 def fft_length(T: int) -> int:
+    """The rfft/irfft length for a causal convolution of ``T`` steps: the next power of two >= 2T, so the
+    circular wrap-around never reaches the first T outputs (megalodon-jax's FFT path does the same).
+    """
     return 1 << math.ceil(math.log2(2 * T))
 
 

@@ -47,6 +47,8 @@ class Linear(nnx.Module):
 
 
 class Embedding(nnx.Module):
+    """Token embedding: ``weight`` fp32 (vocab, dim); int ids (...) -> fp32 rows (..., dim)."""
+
     def __init__(self, vocab: int, dim: int):
         self.weight = nnx.Param(jnp.zeros((vocab, dim), jnp.float32))
 
@@ -73,6 +75,7 @@ def rms_norm(x: jax.Array, eps: float) -> jax.Array:
 
 
 def layer_norm(x: jax.Array, eps: float) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) over the last axis, in fp32, without affine (NormAffine adds it)."""
     x = x.astype(jnp.float32)
     mu = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
@@ -88,6 +91,7 @@ def rope_tables(length: int, dim: int, base: float, exponent_dtype=np.float64) -
 
 
 def causal_mask(length: int) -> np.ndarray:
+    """bool (length, length), True where query t may attend key s (s <= t)."""
     return np.tril(np.ones((length, length), dtype=bool))
 
 
@@ -97,4 +101,6 @@ def param_paths(name: str) -> tuple:
 
 
 def path_name(path: tuple) -> str:
+    """NNX state path -> canonical name (('layers', 3, 'wz', 'weight') -> 'layers.3.wz.weight'); inverse of
+    param_paths."""
     return ".".join(str(p) for p in path)

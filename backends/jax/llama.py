@@ -21,6 +21,7 @@ RMS_EPS = float(np.finfo(np.float32).eps)
 
 
 def rms(x: jax.Array) -> jax.Array:
+    """Weightless RMSNorm over the last axis with eps = fp32 machine epsilon (F.rms_norm's default), in fp32."""
     return rms_norm(x, RMS_EPS)
 
 
@@ -68,6 +69,11 @@ def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, blocks: i
 
 
 class Attention(nnx.Module):
+    """parameter-golf's attention: q, k, v projections (GQA: ``num_kv_heads`` k/v heads), QK-RMSNorm, half-split
+    RoPE, a learned per-head ``q_gain`` on q, causal softmax attention and an output projection.
+    x (B, T, D) -> (B, T, D) in the compute dtype; cos/sin tables (T, head_dim/2).
+    """
+
     def __init__(self, c: dict, dtype):
         d = c["model_dim"]
         self.heads, self.kv_heads = c["num_heads"], c["num_kv_heads"]
@@ -91,6 +97,8 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
+    """parameter-golf's ReLU² MLP: proj(relu(fc(x))²), hidden width mlp_mult × D; (B, T, D) -> (B, T, D)."""
+
     def __init__(self, c: dict, dtype):
         d = c["model_dim"]
         self.fc = Linear(d, c["mlp_mult"] * d, dtype=dtype)
@@ -101,6 +109,11 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
+    """One transformer block of parameter-golf's train_gpt.py: x <- resid_mix[0]·x + resid_mix[1]·x0 (x0: the
+    normed embedding), then pre-norm attention and MLP residuals scaled per channel by attn_scale and
+    mlp_scale. x, x0 fp32 (B, T, D) -> fp32 (B, T, D).
+    """
+
     def __init__(self, c: dict, dtype):
         d = c["model_dim"]
         self.attn_scale = nnx.Param(jnp.zeros((d,), jnp.float32))
@@ -117,7 +130,8 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
-    """Token ids (B, T) -> softcapped fp32 logits (B, T, V). The residual stream is fp32."""
+    """Token ids (B, T) -> softcapped fp32 logits (B, T, V). The residual stream is fp32. Construction raises
+    GolfError for loops != 1."""
 
     def __init__(self, c: dict, dtype=jnp.float32):
         if c["loops"] != 1:

@@ -58,6 +58,12 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, chunk: int, rope
 
 
 class CEMA(nnx.Module):
+    """Megalodon's complex exponential moving average (Ma et al. 2024, §3.1; the released code's form, which
+    megalodon-jax follows: real input gain p, phase only in q). Parameters fp32: alpha, delta (D, N), theta
+    (D,), gamma (D, N, 2) = (real, imaginary) of eta·sqrt(N), omega (D,). x (B, T, D) -> fp32 (B, T, D), by one
+    FFT convolution (cema.py).
+    """
+
     def __init__(self, dim: int, ndim: int):
         z = lambda *s: nnx.Param(jnp.zeros(s, jnp.float32))  # noqa: E731
         self.alpha, self.delta, self.theta = z(dim, ndim), z(dim, ndim), z(dim)
@@ -69,6 +75,9 @@ class CEMA(nnx.Module):
 
 
 class FFN(nnx.Module):
+    """Megalodon's feed-forward: w2(silu(w1 x) ⊙ w3 x) with ``swiglu``, else w2(silu(w1 x)); no biases. (B, T, D) ->
+    (B, T, D)."""
+
     def __init__(self, dim: int, hidden: int, swiglu: bool, dtype):
         self.w1 = Linear(dim, hidden, dtype=dtype)
         self.w2 = Linear(hidden, dim, dtype=dtype)
@@ -80,6 +89,12 @@ class FFN(nnx.Module):
 
 
 class MegalodonLayer(nnx.Module):
+    """One Megalodon block (Ma et al. 2024, §3; the released code's MegaBlock): TimestepNorm -> CEMA -> RMSNorm
+    gives mx; h = wh1(mx) + wh2(chunked normalized attention gated by silu(wr(mx))), with V from the
+    TimestepNorm output; then the two-hop residual x + FFN(LayerNorm(x + h)). x fp32 (B, T, D) -> fp32
+    (B, T, D).
+    """
+
     def __init__(self, c: dict, dtype):
         D, Z, E = c["model_dim"], c["z_dim"], c["value_dim"]
         self.heads, self.groups, self.eps = c["num_heads"], c["norm_num_groups"], float(c["norm_eps"])

@@ -50,6 +50,9 @@ def orthogonalize(g: jax.Array, steps: int, dtype, eps: float = 1e-7) -> jax.Arr
 
 
 class MuonState(NamedTuple):
+    """Muon's optimizer state: ``count`` (int32 scalar, steps taken) and ``buf`` (fp32 momentum buffers, one per
+    matrix, shaped like it)."""
+
     count: jax.Array  # steps taken; drives the momentum schedule
     buf: Any  # torch-style momentum buffer, one per matrix
 
@@ -95,9 +98,14 @@ class Recipe:
     labels: dict[str, str]
 
     def init(self, params: dict) -> Any:
+        """The optimizer state for ``params`` ({canonical name: fp32 array})."""
         return self.tx.init(params)
 
     def update(self, grads: dict, state: Any, params: dict, lr_scale: jax.Array) -> tuple[dict, Any]:
+        """(parameter updates, new state) for ``grads``: the transformation's direction times -lr × ``lr_scale`` per
+        leaf (lr: the leaf's group rate from the config; lr_scale: the harness's schedule, traced). Add the updates
+        to the params (optax.apply_updates).
+        """
         updates, state = self.tx.update(grads, state, params)
         return {k: u * (-self.lrs[k] * lr_scale) for k, u in updates.items()}, state
 
@@ -154,11 +162,18 @@ def llama_recipe(names: list[str], config: dict) -> Recipe:
 
 
 def megalodon_recipe(names: list[str], config: dict) -> Recipe:
-    """The megalodon groups of harness/models.py, after the global-norm clip ``grad_clip``; no weight decay."""
+    """The megalodon groups of harness/models.py, after the global-norm clip ``grad_clip``; no weight decay
+    (GolfError when ``weight_decay`` is set)."""
     if config["weight_decay"]:
         # docs/models.md's recipe has no weight decay (and the torch backend refuses it too)
         raise GolfError("megalodon: weight_decay is not part of the recipe in docs/models.md; leave it at 0")
     return _build("megalodon", names, config, clip=float(config["grad_clip"]))
+
+
+def plugin_recipe(spec_name: str, names: list[str], config: dict) -> Recipe:
+    """A plugin model's recipe (docs/plugins.md): its spec's optimizer groups, after a global-norm clip at
+    ``config["grad_clip"]`` when its recipe declares that key (0 or absent = no clip)."""
+    return _build(spec_name, names, config, clip=float(config.get("grad_clip", 0.0)))
 
 
 RECIPES = {"llama": llama_recipe, "megalodon": megalodon_recipe}

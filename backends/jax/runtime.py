@@ -28,16 +28,30 @@ from jax.sharding import PartitionSpec as P
 from golfbench.backends.jax.layers import default_compute_dtype, param_paths, path_name
 from golfbench.backends.jax.llama import GPT
 from golfbench.backends.jax.megalodon import Megalodon
-from golfbench.backends.jax.optim import RECIPES, Recipe
+from golfbench.backends.jax.optim import RECIPES, Recipe, plugin_recipe
 from golfbench.harness.errors import GolfError
 
 MODELS: dict[str, Callable] = {"llama": GPT, "megalodon": Megalodon}
 
 
+def model_class(spec_name: str) -> Callable:
+    """The NNX module class of ``spec_name``: a built-in (``MODELS``) or a plugin's JAX implementation
+    (harness/plugins.py, imported on first use). GolfError for a model with no JAX implementation."""
+    if spec_name in MODELS:
+        return MODELS[spec_name]
+    from golfbench.harness.plugins import get_plugin
+
+    plugin = get_plugin(spec_name)
+    if plugin is None:
+        raise GolfError(f"the jax backend does not implement model '{spec_name}'")
+    return plugin.implementation("jax")
+
+
 def abstract_model(spec_name: str, config: dict, dtype=None) -> nnx.Module:
     """The module with shape-only parameters (nothing allocated): its graphdef and canonical param shapes."""
     dtype = dtype or default_compute_dtype()
-    return nnx.eval_shape(lambda: MODELS[spec_name](config, dtype))
+    cls = model_class(spec_name)
+    return nnx.eval_shape(lambda: cls(config, dtype))
 
 
 def model_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
@@ -68,6 +82,7 @@ def score_fns(spec_name: str, config: dict, precision: str = "fp32") -> tuple[Ca
     accumulates in fp32, projection and attention outputs are rounded to bf16, while the residual stream, norms, RoPE,
     attention scores and softmax, CEMA, the LM-head logits and the final log-sum-exp stay fp32. Both trace
     under ``jax.default_matmul_precision("highest")`` so an fp32 matmul is never silently TF32 on a GPU.
+    Raises GolfError for another precision.
     """
     if precision not in PRECISIONS:
         raise GolfError(f"unknown scoring precision '{precision}': use fp32 or bf16")
@@ -101,7 +116,8 @@ def host_value(x: Any) -> np.ndarray:
     """A jax.Array (or anything array-like) as numpy on this process.
 
     An array spread over several processes must be fully replicated (params, optimizer state, the loss): its
-    local copy is the value. np.asarray cannot read an array that is not fully addressable.
+    local copy is the value. np.asarray cannot read an array that is not fully addressable. Raises ValueError
+    for an array sharded (not replicated) over several processes.
     """
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         if not x.sharding.is_fully_replicated:
@@ -129,6 +145,7 @@ class Placement:
 
     @property
     def count(self) -> int:
+        """Devices in the data mesh (over every process)."""
         return len(self.devices)
 
     def put(self, a: Any, sharding: NamedSharding) -> jax.Array:
@@ -141,6 +158,8 @@ class Placement:
         return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
     def replicate(self, tree: Any) -> Any:
+        """Every array of ``tree`` replicated on every device of the mesh (from this process's copy across
+        processes)."""
         if not self.multiprocess:
             return jax.device_put(tree, self.replicated)
         return jax.tree.map(lambda a: self.put(a, self.replicated), tree)
@@ -154,9 +173,11 @@ class Placement:
         return a, n
 
     def put_rows(self, a: np.ndarray) -> jax.Array:
+        """A (B, ...) array with its rows split over the mesh's devices; B must divide by ``count`` (see `pad_rows`)."""
         return self.put(a, self.rows)
 
     def put_micro(self, a: np.ndarray) -> jax.Array:
+        """A (k, B, ...) stack of micro-batches with each micro-batch's rows split over the devices."""
         return self.put(a, self.micro)
 
 
@@ -214,7 +235,7 @@ def make_trainer(spec_name: str, config: dict, names: list[str], devices=None) -
 
 def _build_trainer(spec_name: str, config: dict, names: list[str], devices) -> Trainer:
     placement = Placement(devices)
-    recipe = RECIPES[spec_name](names, config)
+    recipe = RECIPES[spec_name](names, config) if spec_name in RECIPES else plugin_recipe(spec_name, names, config)
     apply = make_apply(spec_name, config)
 
     def step(params, opt_state, batch, row_weight, lr_scale):

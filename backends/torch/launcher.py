@@ -38,6 +38,11 @@ def _report(body: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run torchrun (torch.distributed.run) with ``argv`` (default: sys.argv[1:]), quietly. Returns the exit code:
+    0 when every process succeeded, 1 when some failed (their global rank, local rank and exit code go to
+    ``$GOLF_ERROR_DIR/launcher.json``) or torchrun itself failed (its message goes there, or to stderr without
+    GOLF_ERROR_DIR), 130 on Ctrl-C. With GOLF_DEBUG set, torchrun's logs stay on and its own errors propagate.
+    """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 

@@ -12,6 +12,8 @@ from torch import nn
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
+    """Weightless RMSNorm over the last axis (F.rms_norm, eps = the dtype's machine epsilon), as parameter-golf's
+    train_gpt.py."""
     return F.rms_norm(x, (x.size(-1),))
 
 
@@ -39,12 +41,19 @@ def rotary(seq_len: int, head_dim: int, base: float, device: torch.device) -> tu
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # half-split convention (x1 = first half, x2 = second half), as in parameter-golf
+    """Half-split RoPE (parameter-golf's convention): x (..., T, hd) with tables cos/sin (T, hd/2), cast to x's
+    dtype; returns x's shape and dtype.
+    """
     x1, x2 = x.chunk(2, dim=-1)
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 
 class Attention(nn.Module):
+    """parameter-golf's attention (train_gpt.py): q, k, v projections (GQA: ``num_kv_heads`` k/v heads),
+    QK-RMSNorm, half-split RoPE, a learned per-head ``q_gain`` on q, causal SDPA and an output projection.
+    """
+
     def __init__(self, c: dict):
         super().__init__()
         d = c["model_dim"]
@@ -58,6 +67,7 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.empty(self.num_heads))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) and rotary tables (T, head_dim/2) -> (B, T, D)."""
         B, T, d = x.shape
         # (B, heads, T, hd): the layout SDPA expects
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
@@ -70,6 +80,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """parameter-golf's ReLU² MLP: proj(relu(fc(x))²), hidden width mlp_mult × D."""
+
     def __init__(self, c: dict):
         super().__init__()
         d = c["model_dim"]
@@ -77,10 +89,15 @@ class MLP(nn.Module):
         self.proj = nn.Linear(c["mlp_mult"] * d, d, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D)."""
         return self.proj(torch.relu(self.fc(x)).square())
 
 
 class Block(nn.Module):
+    """One transformer block of parameter-golf's train_gpt.py: x <- resid_mix[0]·x + resid_mix[1]·x0 (x0: the
+    normed embedding), then pre-norm attention and MLP residuals scaled per channel by attn_scale and mlp_scale.
+    """
+
     def __init__(self, c: dict):
         super().__init__()
         d = c["model_dim"]
@@ -91,6 +108,7 @@ class Block(nn.Module):
         self.mlp = MLP(c)
 
     def forward(self, x, x0, cos, sin):
+        """x, x0 (B, T, D) and rotary tables (T, head_dim/2) -> (B, T, D)."""
         x = self.resid_mix[0] * x + self.resid_mix[1] * x0
         x = x + self.attn_scale * self.attn(rms(x), cos, sin)
         return x + self.mlp_scale * self.mlp(rms(x))
@@ -111,6 +129,10 @@ class GPT(nn.Module):
         self.exact_logits = False  # the scorer sets it: fp32 logits under autocast (lm_head)
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids int64 (B, T) -> softcapped logits fp32 (B, T, V): normed embedding, encoder blocks, decoder
+        blocks each adding its mirrored encoder output (U-Net skips), final RMSNorm, the tied head, then
+        softcap·tanh(z / softcap).
+        """
         cos, sin = rotary(idx.size(1), self.head_dim, self.rope_base, idx.device)
         x = x0 = rms(self.tok_emb(idx))
         skips = []
@@ -126,6 +148,8 @@ class GPT(nn.Module):
         return self.softcap * torch.tanh(logits / self.softcap)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """``logits(idx)`` without ``targets``; with targets (B, T), the mean cross-entropy in nats per token
+        (scalar)."""
         logits = self.logits(idx)
         if targets is None:
             return logits

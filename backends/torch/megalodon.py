@@ -110,6 +110,8 @@ def cema(x: torch.Tensor, alpha, delta, theta, gamma, omega) -> torch.Tensor:
 
 
 def rope_tables(length: int, dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin fp32 (length, dim/2) of angle pos · base^(-2i/dim), computed in float64 on ``device`` (as the JAX
+    model's)."""
     inv_freq = base ** (-2.0 * torch.arange(dim // 2, device=device, dtype=torch.float64) / dim)
     angle = torch.arange(length, device=device, dtype=torch.float64)[:, None] * inv_freq
     return torch.cos(angle).float(), torch.sin(angle).float()
@@ -160,6 +162,11 @@ class Norm(nn.Module):
 
 
 class CEMA(nn.Module):
+    """Megalodon's complex exponential moving average (Ma et al. 2024, §3.1; the released code's form, which
+    megalodon-jax and megalodon-hf follow: real input gain p, phase only in q). Parameters fp32: alpha, delta
+    (D, N), theta (D,), gamma (D, N, 2) = (real, imaginary) of eta·sqrt(N), omega (D,).
+    """
+
     def __init__(self, dim: int, ndim: int):
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(dim, ndim))
@@ -169,10 +176,13 @@ class CEMA(nn.Module):
         self.omega = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) -> fp32 (B, T, D): causal_conv(x, K) + omega·x, computed in fp32 with autocast off."""
         return cema(x, self.alpha, self.delta, self.theta, self.gamma, self.omega)
 
 
 class FFN(nn.Module):
+    """Megalodon's feed-forward: w2(silu(w1 x) ⊙ w3 x) with ``swiglu``, else w2(silu(w1 x)); no biases."""
+
     def __init__(self, dim: int, hidden: int, swiglu: bool):
         super().__init__()
         self.w1 = nn.Linear(dim, hidden, bias=False)
@@ -180,11 +190,17 @@ class FFN(nn.Module):
         self.w3 = nn.Linear(dim, hidden, bias=False) if swiglu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D)."""
         a = F.silu(self.w1(x))
         return self.w2(a * self.w3(x) if self.w3 is not None else a)
 
 
 class MegalodonLayer(nn.Module):
+    """One Megalodon block (Ma et al. 2024, §3; the released code's MegaBlock): TimestepNorm -> CEMA -> RMSNorm
+    gives mx; h = wh1(mx) + wh2(chunked normalized attention gated by silu(wr(mx))), with V from the
+    TimestepNorm output; then the two-hop residual x + FFN(LayerNorm(x + h)).
+    """
+
     def __init__(self, c: dict):
         super().__init__()
         D, Z, E = c["model_dim"], c["z_dim"], c["value_dim"]
@@ -221,6 +237,7 @@ class MegalodonLayer(nn.Module):
         return o.reshape(B, T, -1).to(r.dtype) * r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D); the norms, CEMA and the Q/K affine run in fp32 even under autocast."""
         c, eps = self.c, self.c["norm_eps"]
         xt = timestep_norm(x, self.tsnorm.weight, self.tsnorm.bias, c["norm_num_groups"], eps)
         cx = self.cema(xt)
@@ -249,6 +266,10 @@ class Megalodon(nn.Module):
         self.exact_logits = False  # the scorer sets it: fp32 logits under autocast (lm_head)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids int64 (B, T) -> fp32 logits (B, T, V) (the stack applied ``loops`` times, then TimestepNorm and
+        the head, tied to the embedding unless ``tied_embeddings`` is off); with ``targets`` (B, T), the mean
+        cross-entropy in nats per token (scalar).
+        """
         c = self.config
         x = self.embed(idx)
         for _ in range(c["loops"]):  # a looped model reapplies the whole stack

@@ -16,6 +16,11 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix to the 2-D ``g``, approximately: ``steps`` quintic Newton–Schulz
+    iterations with coefficients (3.4445, -4.7750, 2.0315) after scaling g to unit Frobenius norm (Muon, Keller
+    Jordan 2024, as in modded-nanogpt and parameter-golf's train_gpt.py). Computed and returned in bf16 on
+    CUDA, fp32 on CPU; same shape as ``g``.
+    """
     a, b, c = NS_COEFFS
     x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
     x = x / (x.norm() + eps)  # the iteration converges only for singular values <= 1
@@ -48,7 +53,9 @@ def _world() -> tuple[int, int]:
 
 
 class Muon(torch.optim.Optimizer):
-    """Nesterov momentum + Newton-Schulz orthogonalization, update scaled by sqrt(max(1, rows/cols))."""
+    """Nesterov momentum + Newton-Schulz orthogonalization, update scaled by sqrt(max(1, rows/cols)) (Muon,
+    Keller Jordan 2024; parameter-golf's train_gpt.py). ``lr`` is the step size of the orthogonalized update;
+    ``backend_steps`` the Newton–Schulz iterations. Raises ValueError for a parameter that is not 2-D."""
 
     def __init__(self, params, lr: float, momentum: float = 0.95, backend_steps: int = 5, nesterov: bool = True):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
@@ -59,6 +66,11 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One update of every matrix with a gradient: buf <- momentum·buf + grad; direction grad + momentum·buf
+        (Nesterov) or buf; orthogonalized and scaled by sqrt(max(1, rows/cols)); p <- p - lr·update. Under
+        torch.distributed each rank orthogonalizes its round-robin share and one flat all-reduce (bf16 on CUDA,
+        fp32 on CPU) shares the updates. Returns ``closure()``'s loss, or None without a closure.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():

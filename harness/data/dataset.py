@@ -26,6 +26,7 @@ _CHUNK = 1 << 22  # tokens per pass over a memmap, so verifying 8B tokens stays 
 
 
 def fix_hint(manifest: dict[str, Any]) -> str:
+    """What to tell the user to do about a damaged dataset: rebuild (shakespeare), re-fetch (fineweb) or either."""
     if manifest.get("name") == "shakespeare":
         return "rebuild with `golf data build shakespeare`"
     if manifest.get("name") == "fineweb":
@@ -39,6 +40,13 @@ def _shard_name_ok(name: str, dataset: str, split: str) -> bool:
 
 @dataclass
 class Dataset:
+    """A built dataset folder, opened: its manifest (and that file's sha256), tokenizer path and shard paths.
+
+    ``vocab_size`` and ``bos_id`` are token ids from the manifest; ``train_paths``/``val_paths`` are the shards in
+    manifest order (the parameter-golf / llm.c uint16 format, harness/data/shards.py). ``id`` names the
+    tokenized variant tracks refer to; ``lossy`` marks a tokenizer that does not round-trip text.
+    """
+
     path: Path
     name: str
     vocab_size: int
@@ -54,7 +62,13 @@ class Dataset:
     @classmethod
     def open(cls, dataset_dir: Path) -> "Dataset":
         """Read the manifest and check what is cheap to check: files present, shard headers and token
-        counts, tokenizer loadable with the manifest's vocab. `verify` does the full check."""
+        counts, tokenizer loadable with the manifest's vocab. `verify` does the full check.
+
+        Raises GolfError, naming the file and the fix, for a missing or invalid manifest (`read_manifest`), a
+        misnamed or missing shard, a shard whose header token count differs from the manifest, no val shard or
+        fewer than 2 val tokens, a lossy dataset whose id lacks LOSSY_SUFFIX, or a tokenizer that does not load
+        or whose vocab size differs from the manifest's.
+        """
         dataset_dir = Path(dataset_dir)
         manifest, raw = read_manifest(dataset_dir)
         hint = fix_hint(manifest)
@@ -102,7 +116,10 @@ class Dataset:
 
     def check_contents(self) -> None:
         """What `open` leaves to `verify`, for a run about to start: the tokenizer's and every shard's sha256
-        against the manifest, and every token id below the vocab size (one chunked pass per file)."""
+        against the manifest, and every token id below the vocab size (one chunked pass per file).
+
+        Raises GolfError for a tokenizer or shard whose sha256 changed, or a token id >= ``vocab_size``.
+        """
         hint = fix_hint(self.manifest)
         if sha256_file(self.tokenizer_path) != self.manifest["tokenizer_sha256"]:
             raise GolfError(
@@ -120,6 +137,8 @@ class Dataset:
                 raise GolfError(f"shard {path} holds token id {top} >= vocab size {self.vocab_size}; {hint}")
 
     def accounting(self) -> ByteAccounting:
+        """The val bytes rule for this dataset's tokenizer (ByteAccounting over ``vocab_size`` ids); GolfError if
+        the tokenizer cannot be loaded."""
         return ByteAccounting.from_model(self.tokenizer_path, self.vocab_size)
 
     def val_tokens(self) -> np.ndarray:
@@ -127,9 +146,11 @@ class Dataset:
         return np.concatenate([np.asarray(read_shard(p), dtype=np.int32) for p in self.val_paths])
 
     def train_tokens_total(self) -> int:
+        """Tokens in the train shards, as the manifest lists them."""
         return sum(int(s["tokens"]) for s in self.manifest["shards"] if s["split"] == "train")
 
     def val_tokens_total(self) -> int:
+        """Tokens in the val shards, as the manifest lists them."""
         return sum(int(s["tokens"]) for s in self.manifest["shards"] if s["split"] == "val")
 
 

@@ -46,6 +46,8 @@ Progress = Callable[[int, int], None]
 
 
 def variant_vocab(variant: str) -> int:
+    """The vocab size of a SentencePiece variant name ("sp1024" -> 1024). Raises GolfError for any other name (byte260
+    included)."""
     m = re.fullmatch(r"sp(\d+)", variant)
     if not m:
         raise GolfError(f"unsupported FineWeb variant '{variant}': use a SentencePiece one such as sp1024")

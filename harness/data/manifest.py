@@ -26,6 +26,7 @@ def lossy_id(dataset_id: str, lossy: bool) -> str:
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    """sha256 (hex) of a file's bytes, read in ``chunk_bytes`` blocks. Raises GolfError for an unreadable file."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -37,6 +38,7 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
 
 
 def sha256_bytes(data: bytes) -> str:
+    """sha256 (hex) of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -46,6 +48,8 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 
 def write_manifest(dataset_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest`` (canonical bytes, ``manifest_bytes``) to ``dataset_dir/manifest.json`` atomically (temp
+    file, fsync, rename); returns its path."""
     path = Path(dataset_dir) / MANIFEST_NAME
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -57,7 +61,12 @@ def write_manifest(dataset_dir: Path, manifest: dict[str, Any]) -> Path:
 
 
 def read_manifest(dataset_dir: Path) -> tuple[dict[str, Any], bytes]:
-    """Return (manifest, raw bytes); the raw bytes are what a run records the sha256 of."""
+    """Return (manifest, raw bytes); the raw bytes are what a run records the sha256 of.
+
+    Raises GolfError for a missing folder or manifest, one that is not a UTF-8 JSON object, lacks a
+    REQUIRED_KEYS entry, has a newer format_version, or lists malformed shards (not {file, split, tokens,
+    sha256}, a split other than train/val) or a tokenizer or shard file name that leaves the folder.
+    """
     dataset_dir = Path(dataset_dir)
     path = dataset_dir / MANIFEST_NAME
     if not dataset_dir.is_dir():

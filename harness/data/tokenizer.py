@@ -162,6 +162,7 @@ class ByteAccounting:
 
     @property
     def size(self) -> int:
+        """Number of token ids the tables cover (max of the tokenizer's vocab and the requested one)."""
         return len(self.base_bytes)
 
     @classmethod
@@ -203,6 +204,8 @@ class ByteAccounting:
 
     @classmethod
     def from_model(cls, path: Path, vocab_size: int | None = None) -> "ByteAccounting":
+        """`from_processor` for the .model file at ``path``; raises GolfError as `load_tokenizer` and `from_processor`
+        do."""
         return cls.from_processor(load_tokenizer(path), vocab_size)
 
     def token_bytes(self, prev_ids: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
