@@ -291,6 +291,7 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every p
 @app.command("run")
 @handled
 def run_cmd(
+    ctx: typer.Context,
     track: str = typer.Option("fixed-data", help="wallclock-10min | fixed-data | flop-budget"),
     scale: str = typer.Option("dev", help="official | dev"),
     backend: str = typer.Option("torch", help="torch | jax"),
@@ -340,6 +341,34 @@ def run_cmd(
     if checkpoint_every < 0 or log_every < 1:
         raise GolfError("--checkpoint-every must be >= 0 and --log-every >= 1")
     spec = None
+    if resume is not None:  # a resumed run takes every setting from its run.json: refuse what would be ignored
+        given = [
+            "--" + name.replace("_", "-").replace("sets", "set").replace("out-dir", "out")
+            for name in (
+                "track",
+                "scale",
+                "backend",
+                "model",
+                "preset",
+                "seed",
+                "data",
+                "budget",
+                "out_dir",
+                "run_id",
+                "eval_stride",
+                "sets",
+                "force",
+                "prequant",
+                "checkpoint_every",
+                "log_every",
+            )  # fmt: skip
+            if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+        ]
+        if given:
+            raise GolfError(
+                f"--resume continues a run with the settings in its run.json; {', '.join(given)} would be ignored:"
+                " drop them (or start a new run)"
+            )
     if resume is None:
         preset = preset or runner.default_preset(model, scale)
         spec = runner.RunSpec(
@@ -596,7 +625,7 @@ def artifact_unpack(
 @app.command("compare")
 @handled
 def compare_cmd(
-    targets: List[str] = typer.Argument(..., help="model[/preset]@backend, e.g. megalodon@jax llama@torch"),
+    targets: List[str] = typer.Argument(..., help="model\\[/preset]@backend, e.g. megalodon@jax llama@torch"),
     track: str = typer.Option("fixed-data"),
     scale: str = typer.Option("dev"),
     seeds: int = typer.Option(3, help="seeds 0..N-1 per target"),
@@ -846,8 +875,37 @@ def rehearse_cmd(
 
 
 def main() -> None:
-    """The `golf` console entry point: runs the typer app (commands report failures in one line and exit non-zero)."""
-    app()
+    """The `golf` console entry point: runs the typer app (commands report failures in one line and exit non-zero).
+
+    Usage errors (an unknown option, a missing argument) are one line too, with the command's --help to read,
+    instead of click's boxed usage panel; exit code 2.
+    """
+    try:  # typer >= 0.16 vendors click as typer._click
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - older typer on plain click
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `golf` or `golf data` alone: the help is the answer
+        exc.show()
+        sys.exit(0)
+    except UsageError as exc:
+        names, ctx = [], exc.ctx
+        while ctx is not None and ctx.parent is not None:  # the subcommands; the root is always `golf`
+            names.insert(0, ctx.info_name)
+            ctx = ctx.parent
+        where = " ".join(["golf", *names])
+        err.print(
+            f"[bold red]error:[/] {escape(exc.format_message())} (see `{where} --help`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -284,7 +284,7 @@ class Run:
             "dataset": {
                 "name": self.dataset.name,
                 "id": self.dataset.id,
-                "dir": str(self.dataset.path),
+                "dir": str(Path(self.dataset.path).resolve()),  # absolute: verify works from any directory
                 "manifest_sha256": self.dataset.manifest_sha256,
                 "content_sha256": self.dataset_content,
                 "full_sha256": self.dataset_full,
@@ -695,9 +695,15 @@ def resume_spec(run_dir_path: Path) -> RunSpec:
     manifest = read_json(Path(run_dir_path) / "run.json", "run manifest")
     s = manifest["spec"]
     spec = RunSpec(**{k: v for k, v in s.items() if k in RunSpec.__dataclass_fields__})
-    # The run directory may have moved since; resume where it is now.
-    spec.out = str(Path(run_dir_path).parent.parent.parent)
-    spec.run_id = Path(run_dir_path).name
+    # The run directory may have moved since; resume where it is now, which must still be OUT/TRACK/SCALE/RUN_ID.
+    where = Path(run_dir_path).resolve()
+    if (where.parent.parent.name, where.parent.name) != (spec.track, spec.scale):
+        raise GolfError(
+            f"cannot resume {run_dir_path}: a run directory lives at OUT/{spec.track}/{spec.scale}/RUN_ID and this one"
+            f" does not; move it back under such a folder (e.g. runs/{spec.track}/{spec.scale}/{where.name})"
+        )
+    spec.out = str(where.parent.parent.parent)
+    spec.run_id = where.name
     spec.force = False
     return spec
 

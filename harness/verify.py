@@ -211,8 +211,14 @@ def _verify_files(
     try:
         if not check_data:
             raise _Skip
+        if not (data_dir / "manifest.json").is_file():
+            v.check("dataset", False, f"the run's dataset {data_dir} is not there; pass --data with its location")
+            raise _Skip
         report = verify_dataset(data_dir)
-        v.check("dataset", report["ok"], "; ".join(report.get("problems", [])[:3]) or "dataset verification failed")
+        if not v.check(
+            "dataset", report["ok"], "; ".join(report.get("problems", [])[:3]) or "dataset verification failed"
+        ):
+            raise _Skip
         dataset = Dataset.open(data_dir)
         if not v.check(
             "dataset-hash",
