@@ -62,7 +62,7 @@ class Backend(Protocol):
     def devices(self) -> dict[str, Any]:
         """What it will use: {"kind": "cpu"|"cuda"|"gpu", "count": int, "names": [...]}."""
 
-    def init(self, spec_name: str, config: dict, seed: int, distributed: bool = False) -> Any:
+    def init(self, spec_name: str, config: dict, seed: int) -> Any:
         """Build model + optimizer deterministically from ``seed``; return an opaque state."""
 
     def warmup(self, state: Any, batch: np.ndarray) -> Any:
@@ -74,10 +74,9 @@ class Backend(Protocol):
     def export(self, state: Any) -> dict[str, np.ndarray]:
         """fp32 numpy arrays under the canonical names and shapes of harness/models.py."""
 
-    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray]) -> Scorer:
-        """A Scorer for ``weights`` (canonical names, fp32) of ``spec_name``/``config``. Both backends also take
-        ``precision`` ("fp32" | "bf16": the track's eval_precision), which harness/scoring.py passes.
-        """
+    def scorer(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], precision: str = "fp32") -> Scorer:
+        """A Scorer for ``weights`` (canonical names, fp32) of ``spec_name``/``config`` at ``precision``
+        ("fp32" | "bf16": the track's eval_precision, the same meaning in every backend)."""
 
     def save_checkpoint(self, state: Any, path: Path) -> None:
         """Write everything a resume needs (weights, optimizer state, step) to ``path``, atomically."""
@@ -86,6 +85,9 @@ class Backend(Protocol):
         """The state saved at ``path``, for ``spec_name``/``config``; GolfError for a missing, foreign or corrupt
         checkpoint or one made for another model or config.
         """
+
+    def code_layout(self) -> Any:
+        """The backend package's golfbench.harness.code.CodeLayout (shared files, each model's own files)."""
 
     def code_files(self, spec_name: str) -> list[Path]:
         """Source files that define the model in this backend; their raw bytes count toward the cap."""

@@ -223,7 +223,11 @@ def summarize(results: dict[Target, list[dict]]) -> dict:
         ok = [r for r in runs if r["status"] == "ok" and r.get("val_bpb") is not None]
         bpb = [float(r["val_bpb"]) for r in ok]
         mean, std = mean_std(bpb) if bpb else (math.nan, math.nan)
-        avg = lambda key, ok=ok: sum(float(r[key] or 0) for r in ok) / len(ok) if ok else math.nan  # noqa: E731
+
+        def avg(key, ok=ok):  # the mean over runs that recorded the value (None never counts as 0)
+            vals = [float(r[key]) for r in ok if r.get(key) is not None]
+            return sum(vals) / len(vals) if vals else math.nan
+
         rows.append(
             {
                 "label": t.label,
@@ -260,7 +264,9 @@ def summarize(results: dict[Target, list[dict]]) -> dict:
                 {
                     "model": f"{m}/{p}",
                     "torch_over_jax_tokens_per_s": cells["torch"]["tokens_per_second"]
-                    / cells["jax"]["tokens_per_second"],
+                    / cells["jax"]["tokens_per_second"]
+                    if cells["jax"]["tokens_per_second"]
+                    else math.nan,
                     "bpb_jax_minus_torch": cells["jax"]["mean_val_bpb"] - cells["torch"]["mean_val_bpb"],
                 }
             )

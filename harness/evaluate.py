@@ -142,7 +142,8 @@ def evaluate(
         picked = nll[mask].astype(np.float64)
         batch_sum = float(picked.sum())
         if not math.isfinite(batch_sum):
-            bad = int(starts[b0 + int(np.argmax(~np.isfinite(nll).all(axis=1)))])
+            bad_rows = ~np.isfinite(np.where(mask, nll, 0.0)).all(axis=1)  # only scored positions count
+            bad = int(starts[b0 + int(np.argmax(bad_rows))])
             raise GolfError(
                 f"the scorer returned a non-finite NLL ({batch_sum}) in the window starting at val token {bad}; the model's weights or scorer are broken"
             )

@@ -150,6 +150,14 @@ def _code_check(v: Verdict, run_dir: Path, result: dict, manifest: dict) -> None
     )
 
 
+def _track_cap(manifest: dict) -> int:
+    """The artifact cap of the run's track (CAP_BYTES when the track file cannot be read: its own check fails)."""
+    try:
+        return int(load_track(manifest["track"]).artifact_cap_bytes)
+    except (GolfError, KeyError):
+        return CAP_BYTES
+
+
 def recorded_precision(result: dict) -> str:
     """The precision a result was scored at: its ``eval_precision``, or fp32 for records older than the field."""
     return str(result.get("eval_precision") or "fp32")
@@ -252,7 +260,7 @@ def _verify_files(
             total == result["artifact_bytes"],
             f"code + model = {total:,}, result claims {result['artifact_bytes']:,}",
         )
-        cap = int(result.get("artifact_cap_bytes") or CAP_BYTES)
+        cap = _track_cap(manifest)  # the track's rule, never a number the result file states for itself
         v.check("cap", total <= cap, f"artifact total {total:,} bytes is over the {cap:,}-byte cap")
 
     _budget_check(v, result, manifest, read_events(run_dir / "events.jsonl"))

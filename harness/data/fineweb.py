@@ -153,9 +153,7 @@ def _largest_id(tokens: np.ndarray, chunk: int = 1 << 22) -> int:
     return max((int(tokens[i : i + chunk].max()) for i in range(0, len(tokens), chunk)), default=-1)
 
 
-def check_export(
-    files: dict[str, Path], variant: str, allow_lossy: bool = False
-) -> tuple[dict[str, int], str | None]:
+def check_export(files: dict[str, Path], variant: str, allow_lossy: bool = False) -> tuple[dict[str, int], str | None]:
     """Check an export before anything is installed: ``files`` maps our file names (shards, "tokenizer.model")
     to local paths. The tokenizer loads with the variant's vocab; every shard is well-formed with token ids below
     the vocab (train shards too); the val split holds at least 2 tokens; the byte table is proven on every val
@@ -239,7 +237,12 @@ def fetch(
             if dst_name != "tokenizer.model":
                 split = "val" if _SHARD_RE["val"].fullmatch(dst_name) else "train"
                 shards.append(
-                    {"file": dst_name, "split": split, "tokens": counts[dst_name], "sha256": sha256_file(tmp / dst_name)}
+                    {
+                        "file": dst_name,
+                        "split": split,
+                        "tokens": counts[dst_name],
+                        "sha256": sha256_file(tmp / dst_name),
+                    }
                 )
         shards.sort(key=lambda s: (s["split"] != "train", s["file"]))
         manifest = {

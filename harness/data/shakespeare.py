@@ -223,7 +223,9 @@ def build(
     names = {r["offset"]: r["name"] for r in doc_records["val"]}
     problem = doc_bytes_problem(sp, ByteAccounting.from_processor(sp, vocab), streams["val"], BOS_ID, "val", names)
     if problem:
-        raise GolfError(f"cannot build {out_dir}: {problem}; the byte table does not fit this tokenizer, use another one")
+        raise GolfError(
+            f"cannot build {out_dir}: {problem}; the byte table does not fit this tokenizer, use another one"
+        )
     lossy = probe_problem(sp) or text_roundtrip_problem(
         sp,
         [d.name for ds in split_docs.values() for d in ds],

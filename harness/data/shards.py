@@ -58,14 +58,18 @@ def read_header(path: Path) -> int:
     except OSError as exc:
         raise GolfError(f"cannot read shard {path}: {exc.strerror}; check the path or rebuild the dataset") from None
     if len(raw) < HEADER_BYTES:
-        raise GolfError(f"shard {path} is truncated: {size} bytes, shorter than the 1024-byte header; rebuild or re-download it")
+        raise GolfError(
+            f"shard {path} is truncated: {size} bytes, shorter than the 1024-byte header; rebuild or re-download it"
+        )
     header = np.frombuffer(raw, dtype="<i4")
     if header[0] != MAGIC:
         raise GolfError(
             f"shard {path} has bad magic {header[0]} (expected {MAGIC}); it is not a parameter-golf shard, rebuild or re-download it"
         )
     if header[1] != VERSION:
-        raise GolfError(f"shard {path} has unsupported version {header[1]} (expected {VERSION}); rebuild or re-download it")
+        raise GolfError(
+            f"shard {path} has unsupported version {header[1]} (expected {VERSION}); rebuild or re-download it"
+        )
     count = int(header[2])
     if count < 0 or size != HEADER_BYTES + 2 * count:
         raise GolfError(
