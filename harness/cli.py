@@ -295,7 +295,7 @@ def run_cmd(
     track: str = typer.Option("fixed-data", help="wallclock-10min | fixed-data | flop-budget"),
     scale: str = typer.Option("dev", help="official | dev"),
     backend: str = typer.Option("torch", help="torch | jax"),
-    model: str = typer.Option("llama", help="llama | megalodon"),
+    model: str = typer.Option("llama", help="llama | megalodon | a plugin model (see golf models)"),
     preset: Optional[str] = typer.Option(
         None, help="model preset (default: tiny at dev scale, the golf preset at official)"
     ),

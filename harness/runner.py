@@ -91,10 +91,17 @@ def config_hash(config: dict) -> str:
 
 
 def default_preset(model: str, scale: str) -> str:
-    """Dev runs default to the CPU-sized preset; official runs to the model's 16 MB golf preset."""
+    """Dev runs default to the CPU-sized preset; official runs to the model's 16 MB golf preset (for a plugin
+    model: its first preset other than ``tiny``)."""
     if scale == "dev":
         return "tiny"
-    return {"llama": "baseline", "megalodon": "golf16"}.get(model, "baseline")
+    if model in ("llama", "megalodon"):
+        return {"llama": "baseline", "megalodon": "golf16"}[model]
+    try:
+        others = [p for p in get_spec(model).presets if p != "tiny"]
+    except GolfError:
+        others = []
+    return others[0] if others else "baseline"
 
 
 def default_data_dir(dataset_name: str) -> Path:

@@ -53,7 +53,7 @@ def tokens(config: dict, rows: int, seed: int, length: int | None = None) -> np.
 
 def test_backend_contract():
     assert isinstance(BACKEND, Backend)
-    assert BACKEND.name == "jax" and BACKEND.models() == ["llama", "megalodon"]
+    assert BACKEND.name == "jax" and BACKEND.models()[:2] == ["llama", "megalodon"]  # then any installed plugin models
     devices = BACKEND.devices()
     assert devices["count"] == len(devices["names"]) >= 1 and devices["kind"] == jax.default_backend()
     assert {p.name for p in BACKEND.code_files("llama")} == {

@@ -71,6 +71,14 @@ def family(spec_name: str) -> Family:
     """The Family of ``spec_name``, loaded (imported) on first use and cached. Raises GolfError for a model not in
     FAMILIES."""
     if spec_name not in FAMILIES:
+        from golfbench.harness.plugins import get_plugin
+
+        plugin = get_plugin(spec_name)
+        if plugin is not None:  # plugin models run in torch only once this backend loads plugin families
+            raise GolfError(
+                f"model '{spec_name}' (package {plugin.source}) is not implemented in torch:"
+                f" the torch backend runs only its built-in models ({', '.join(FAMILIES)})"
+            )
         raise GolfError(f"the torch backend has no model '{spec_name}': choose one of {', '.join(FAMILIES)}")
     return FAMILIES[spec_name]()
 
