@@ -98,4 +98,4 @@ def test_golf_rehearse_passes_every_track_official_rules(shakespeare_dir, tmp_pa
     assert res.returncode == 0, res.stdout + res.stderr
     done = json.loads(res.stdout)
     assert {(d["track"], d["backend"]) for d in done} == {(t.name, b) for t in list_tracks() for b in ("torch", "jax")}
-    assert all(not d["failures"] and d["checks"] >= 9 for d in done), done
+    assert all(not d["failures"] and d["checks"] >= 8 for d in done), done  # 8: no eval time limit on flop-budget
