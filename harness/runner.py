@@ -279,6 +279,7 @@ class Run:
             "seed": self.spec.seed,
             "config": self.config,
             "config_sha256": config_hash(self.config),
+            "model_package": _model_package(self.spec.model),
             "code_sha256": self.code_sha256,
             "world_size": self.world_size,
             "overrides": self.spec.overrides,
@@ -303,6 +304,21 @@ class Run:
             "spec": {k: v for k, v in asdict(self.spec).items() if k not in ("force",)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+
+
+def _model_package(model: str) -> dict:
+    """Where the model comes from: {"name", "version"} of its distribution (golfbench for the built-ins, else the
+    plugin's), so a record says which plugin release trained it."""
+    from importlib import metadata
+
+    from golfbench.harness.plugins import source_of
+
+    name = source_of(model)
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"name": name, "version": version}
 
 
 def _synthetic_batch(batch_seqs: int, seq_len: int, vocab: int, seed: int) -> np.ndarray:

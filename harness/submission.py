@@ -6,6 +6,7 @@ and is validated before it is written; the folder is assembled in a temp dir and
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -115,6 +116,14 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         f"golf run --track {first['track']} --scale {first['scale']} --backend {first['backend']} --model"
         f" {first['model']} --preset {first['preset']} --seed <SEED>"
     )
+    # an unofficial run reproduces only with its overrides: the command carries them
+    recorded = manifest0.get("spec", {})
+    if recorded.get("budget") is not None:
+        cmd += f" --budget {float(recorded['budget']):g}"
+    if recorded.get("eval_stride"):
+        cmd += f" --eval-stride {int(recorded['eval_stride'])}"
+    for key, value in (recorded.get("overrides") or {}).items():
+        cmd += f" --set {key}={json.dumps(value)}"
     submission = {
         "author": author,
         "github_id": github_id,

@@ -121,6 +121,7 @@ def test_run_directory_holds_the_records(torch_run):
     run_dir = out / "fixed-data" / "dev" / "llama-tiny-torch-s0-b65536"
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["seed"] == 0 and manifest["config"]["num_layers"] == 4
+    assert manifest["model_package"]["name"] == "golfbench"
     assert manifest["dataset"]["manifest_sha256"] and manifest["track_sha256"]
     assert manifest["versions"]["torch"] and manifest["hardware"]["class"] == "cpu"
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]

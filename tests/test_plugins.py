@@ -107,7 +107,7 @@ def test_jax_backend_lists_the_plugin_and_counts_its_files():
 
     assert BACKEND.models()[:2] == ["llama", "megalodon"] and "deltanet" in BACKEND.models()
     files = BACKEND.code_files("deltanet")
-    assert [f.name for f in files] == [*CODE_LAYOUT.shared, "deltanet_jax.py"]
+    assert [f.name for f in files] == [*CODE_LAYOUT.shared, "spec.py", "deltanet_jax.py"]
     assert files[-1].parent == Path(plugins.get_plugin("deltanet").root) and all(f.is_file() for f in files)
 
 
@@ -150,8 +150,12 @@ def test_plugin_model_runs_verifies_compares_ranks_and_exports(shakespeare_dir, 
     run_dir = out / "fixed-data" / "dev" / f"deltanet-tiny-jax-s0-b{budget}"
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "ok" and result["model"] == "deltanet" and result["backend"] == "jax"
+    assert json.loads((run_dir / "run.json").read_text())["model_package"] == {
+        "name": "golf-deltanet",
+        "version": "0.1.0",
+    }
     assert sorted(p.name for p in (run_dir / "code").iterdir()) == sorted(
-        ["__init__.py", "backend.py", "runtime.py", "optim.py", "layers.py", "deltanet_jax.py"]
+        ["__init__.py", "backend.py", "runtime.py", "optim.py", "layers.py", "spec.py", "deltanet_jax.py"]
     )
     report = json.loads((out / "fixed-data" / "dev" / "compare.json").read_text())
     assert "deltanet/tiny@jax" in json.dumps(report) and "llama/tiny@torch" in json.dumps(report)

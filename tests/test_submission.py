@@ -87,6 +87,8 @@ def test_export_validate_and_rescore_round_trip(two_seeds, shakespeare_dir, tmp_
         assert (rec / f"train_seed{seed}.log").read_text().count("step:") >= 1
         assert (rec / f"artifact_seed{seed}.golf").is_file()
     assert "golf run --track fixed-data" in (rec / "README.md").read_text()
+    # the runs were unofficial (--budget, --eval-stride): the command that reproduces them says so
+    assert sub["command"].endswith("--seed <SEED> --budget 16384 --eval-stride 256"), sub["command"]
     assert golf("validate-submission", rec).returncode == 0
     rescored = json.loads(
         golf("eval", rec / "artifact_seed1.golf", "--data", shakespeare_dir, "--stride", "256", "--json").stdout

@@ -212,6 +212,7 @@ SPEC = ModelSpec(
 PLUGIN = ModelPlugin(
     spec=SPEC,
     implementations={"jax": "golf_deltanet.deltanet_jax:DeltaNetLM"},
-    code_files={"jax": ("deltanet_jax.py",)},
+    # the spec (shapes, init, validation) defines the model as much as the forward does: both count
+    code_files={"jax": ("spec.py", "deltanet_jax.py")},
     root=Path(__file__).resolve().parent,
 )
