@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from golfbench.harness.data.manifest import read_manifest, sha256_file, write_manifest
-from golfbench.harness.data.shards import read_shard, write_shard
+from golfbench.harness.data.manifest import read_manifest, write_manifest
+from golfbench.harness.rehearse import prefix_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 # One BLAS/XLA thread per subprocess: the test machine's cores are shared.
@@ -73,22 +70,9 @@ def files_under(path: Path) -> set[str]:
 
 
 def small_dataset(src: Path, dst: Path, train_tokens: int = 24_000, val_tokens: int = 2_048) -> Path:
-    """A prefix of dataset ``src`` written to ``dst`` as a complete, verifiable dataset."""
-    src, dst = Path(src), Path(dst)
-    dst.mkdir(parents=True)
-    manifest, _ = read_manifest(src)
-    shutil.copy(src / manifest["tokenizer"], dst / manifest["tokenizer"])
-    keep = {"train": train_tokens, "val": val_tokens}
-    shards = []
-    for entry in manifest["shards"]:
-        tokens = np.asarray(read_shard(src / entry["file"]))[: keep[entry["split"]]]
-        write_shard(dst / entry["file"], tokens, manifest["vocab_size"])
-        shards.append({**entry, "tokens": int(len(tokens)), "sha256": sha256_file(dst / entry["file"])})
-    manifest["shards"] = shards
-    docs = manifest.get("docs") or {}
-    manifest["docs"] = {s: [d for d in docs.get(s, []) if d["offset"] < keep[s]] for s in ("train", "val")}
-    write_manifest(dst, manifest)
-    return dst
+    """A prefix of dataset ``src`` written to ``dst`` as a complete, verifiable dataset (the harness's
+    rehearsal builds its datasets the same way: golfbench.harness.rehearse.prefix_dataset)."""
+    return prefix_dataset(src, dst, train_tokens, val_tokens)
 
 
 def rewrite_manifest(dataset: Path, edit) -> None:
