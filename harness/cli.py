@@ -284,6 +284,92 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="print every p
     out.print(table)
 
 
+@app.command("budget")
+@handled
+def budget_cmd(
+    model: str = typer.Argument(..., help="llama | megalodon | a plugin model (see golf models)"),
+    preset: Optional[str] = typer.Option(
+        None, help="model preset (default: tiny at dev scale, the golf preset at official)"
+    ),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value"),
+    scale: str = typer.Option("official", help="official | dev: whose budgets to show"),
+    backends: Optional[List[str]] = typer.Option(
+        None, "--backend", help="count this backend's code bytes (repeatable; default every installed one)"
+    ),
+    tokens_per_second: Optional[float] = typer.Option(
+        None, "--tokens-per-second", help="measured throughput (a run's tokens_per_second) to price a wallclock budget"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
+):
+    """Before training: parameters, FLOPs per token, estimated artifact bytes per codec, what each track's budget
+    buys and whether the config fits the cap. Example: golf budget llama --preset baseline"""
+    from golfbench.harness import budget
+    from golfbench.harness.backend import backend_names, get_backend
+    from golfbench.harness.models import get_spec
+    from golfbench.harness.plugins import get_plugin
+    from golfbench.harness.runner import default_preset
+    from golfbench.harness.tracks import SCALES
+
+    if scale not in SCALES:
+        raise GolfError(f"unknown scale '{scale}': choose official or dev")
+    preset = preset or default_preset(model, scale)
+    get_spec(model).config(preset, _parse_sets(sets))  # a bad model, preset or --set fails before any import
+    plugin = get_plugin(model)
+    names = backends or (sorted(plugin.implementations) if plugin else backend_names())
+    code: dict[str, int] = {}
+    missing = []
+    for name in names:
+        try:
+            b = get_backend(name)
+        except GolfError:
+            if backends:  # asked for by name: say why it cannot be counted
+                raise
+            missing.append(name)
+            continue
+        if model not in b.models():
+            if backends:
+                raise GolfError(
+                    f"backend '{name}' does not implement model '{model}' (it has: {', '.join(b.models())})"
+                )
+            continue
+        from golfbench.harness.code import code_bytes
+
+        code[name] = code_bytes(b.code_files(model))
+    if not code:
+        raise GolfError(f"no installed backend implements '{model}' ({', '.join(missing) or 'none'} not installed)")
+    rep = budget.report(model, preset, _parse_sets(sets), scale, code, tokens_per_second)
+    if as_json:
+        _print_json(rep)
+        return
+    out.print(
+        f"[bold]{model}/{preset}[/] ({scale} scale): {rep['param_count']:,} parameters,"
+        f" {rep['flops_per_token']['total']:.4g} training FLOPs/token, batch {rep['batch_tokens']:,} tokens,"
+        f" code {', '.join(f'{b} {n:,} B' for b, n in code.items())}"
+    )
+    at = Table(title="estimated model bytes (compressed artifact without code)")
+    for col in ("codec", "estimate", "upper bound"):
+        at.add_column(col, justify="left" if col == "codec" else "right")
+    for c, a in rep["artifact"].items():
+        at.add_row(c, f"{a['estimate']:,}", f"{a['upper']:,}")
+    out.print(at)
+    tt = Table(title="what each track buys")
+    for col in ("track", "budget", "tokens", "steps", "train FLOPs", "artifact (estimate + code)", "fits cap"):
+        tt.add_column(col, justify="left" if col in ("track", "fits cap") else "right")
+    for t in rep["tracks"]:
+        unit = {"seconds": "s", "tokens": "tokens", "flops": "FLOPs"}[t["budget_kind"]]
+        for key, f in t["artifact"].items():
+            tt.add_row(
+                t["track"],
+                f"{t['budget']:,.4g} {unit}",
+                "? (pass --tokens-per-second)" if t["tokens"] is None else f"{t['tokens']:,}",
+                "?" if t["steps"] is None else f"{t['steps']:,}",
+                "?" if t["train_flops"] is None else f"{t['train_flops']:.3g}",
+                f"{key}: {f['total_bytes']:,} (≤ {f['upper_bytes']:,})",
+                {"yes": "[green]yes[/]", "likely": "[yellow]likely[/]", "no": "[red]no[/]"}[f["fits"]],
+            )
+    out.print(tt)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # run / eval
 
