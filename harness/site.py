@@ -151,7 +151,7 @@ class _Plotter:
             ax.annotate(ranks[i], (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("val_bpb (mean)")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_plain(title), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         return self.save(fig, name)
@@ -163,13 +163,18 @@ class _Plotter:
             return None
         fig, ax = self.plt.subplots(figsize=(7.5, 4))
         for label, pts in curves.items():
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.3, label=label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.3, label=_plain(label))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("train loss (nats/token)")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_plain(title), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         return self.save(fig, name)
+
+
+def _plain(text: str) -> str:
+    """``text`` for matplotlib as literal text: a ``$`` would start mathtext (and a bad formula fails the draw)."""
+    return str(text).replace("$", r"\$")
 
 
 def _figure(src: str | None, caption: str, missing: str) -> str:
@@ -274,9 +279,10 @@ def _imported_entry_page(e: ImportedEntry, b: Board, plot: _Plotter, slug: str, 
     key_of = {"val_bpb": "val_bpb", "val_bpb std": "val_bpb_std", "val_loss": "val_loss", "bytes_total": "bytes_total",
               "seeds": "seeds", "train seconds": "train_seconds", "tokenizer": "tokenizer",
               "track (normalized)": "track"}  # fmt: skip
+    fixed = {"record": "the clone's records folder", "train logs": "files beside submission.json"}
     rows = ["<table class=fields><thead><tr><th>Field</th><th>Value</th><th>Source</th></tr></thead><tbody>"]
     for label, value in fields:
-        source = src_of.get(key_of.get(label, ""), "submission.json" if value is not None else "")
+        source = fixed.get(label) or src_of.get(key_of.get(label, ""), "submission.json" if value is not None else "")
         rows.append(f"<tr><td>{esc(label)}</td><td>{esc(_num(value))}</td><td>{esc(source)}</td></tr>")
     rows.append("</tbody></table>")
     per_seed = d.get("seed_val_bpb") or {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-HOSTILE = "<script>alert('x')</script> & <b>bold</b>"
+HOSTILE = "<script>alert('x')</script> & <b>bold</b> cost $\\frac{$ x"  # markup, and a broken matplotlib formula
 
 
 def _log(final_loss: float, final_bpb: float, total_bytes: int, losses=(6.9, 4.2, 3.1)) -> str:
@@ -107,7 +107,7 @@ RECORDS = {
             "mean_val_bpb": 1.17475315,
             "artifact_bytes": 15374243,
         },
-        "logs": {},
+        "logs": {"train_seed1337.log": _log(1.98492632, 1.17558517, 15374243)},
     },
     # three spellings of non-record; val_loss null; no tokenizer anywhere
     "track_non_record_16mb/2026-03-18_Quasi10B_SP1024_4h": {

@@ -175,6 +175,9 @@ def test_imported_boards_are_marked_escaped_and_never_verified(site):
     (entry,) = [p for p in site.glob("entry-*.html") if "Only a loss" in p.read_text()]
     body = "".join(parse(entry).text)
     assert "missing from the record: tokenizer, val_bpb, bytes_total, seeds, author, date" in body
+    (entry,) = [p for p in site.glob("entry-*.html") if "alert(&#x27;x&#x27;)" in p.read_text()]
+    (img,) = [a["src"] for t, a in parse(entry).tags if t == "img"]  # its name, "$" and all, titles the plot
+    assert "cost $\\frac{$ x" in (site / img).read_text()
     (entry,) = [p for p in site.glob("entry-*.html") if "Naive Baseline" in p.read_text()]
     assert len([t for t, a in parse(entry).tags if t == "img"]) == 1  # the train.log curve
 
