@@ -309,6 +309,42 @@ def _imported_boards(runs_dir: Path, track: str | None, warnings: list[str]) -> 
     return boards
 
 
+HISTORY = {("wallclock-10min", "official"): ("parameter-golf", "10min_16mb", "sp1024")}
+"""golfbench (track, scale) -> the imported cohort (source, track, tokenizer) played under the same rules: FineWeb
+sp1024 val, the 16,000,000-byte cap, 600 s of training on 8×H100. A board there is shown against that history
+(`standing`); the two are never pooled or ranked together (the records are self-reported, their eval policies
+vary)."""
+
+
+def standing(board: Board, collected: Collected) -> tuple[Board, list[dict]] | None:
+    """Where each entry of a golfbench ``board`` would place among the imported records of its `HISTORY` cohort:
+    (that imported board, [{"entry", "mean_val_bpb", "place", "of", "above", "below"}]) where place = 1 + the
+    records with a lower val_bpb, of = ranked records + 1, above/below = the neighbouring records' names (None at
+    an end). None when the board has no history or none was imported."""
+    want = HISTORY.get((board.track, board.scale))
+    if board.imported or want is None:
+        return None
+    hist = next((b for b in collected.boards if b.imported and tuple(b.cohort.values()) == want), None)
+    if hist is None:
+        return None
+    records = [e for e in hist.entries if e.mean is not None]
+    rows = []
+    for e in board.entries:
+        better = [r for r in records if r.mean < e.mean]
+        worse = [r for r in records if r.mean >= e.mean]
+        rows.append(
+            {
+                "entry": _label(e).replace(f"{e.model}/{e.preset}", f"{e.model}/{e.preset}@{e.backend}", 1),
+                "mean_val_bpb": e.mean,
+                "place": len(better) + 1,
+                "of": len(records) + 1,
+                "above": better[-1].label if better else None,
+                "below": worse[0].label if worse else None,
+            }
+        )
+    return hist, rows
+
+
 def _dash(value, fmt: str = "{}") -> str:
     """``fmt`` of ``value``, or "—" for a value the record does not give."""
     return "—" if value is None else fmt.format(value)
@@ -348,6 +384,12 @@ def to_markdown(collected: Collected) -> str:
                 f"| {i} | {_label(e)} | {e.backend} | {e.mean:.4f} | {e.std:.4f} | {len(e.runs)} |"
                 f" {e.artifact_bytes:,} | {_p(e.p_vs_above)} | {'✓' if e.verified else 'files'} |"
             )
+        hist = standing(b, collected)
+        if hist:
+            lines.append("")
+            lines.append(f"Against the record history ({hist[0].title}, imported, self-reported; not pooled):")
+            for r in hist[1]:
+                lines.append(f"- {r['entry']}: {r['mean_val_bpb']:.4f} would place {r['place']} of {r['of']}")
         lines.append("")
     if not collected.boards:
         lines.append("_no eligible runs (status ok, official budget, files verified)_")
@@ -375,7 +417,7 @@ def _imported_markdown(b: Board) -> list[str]:
     return lines + [""]
 
 
-def _board_json(b: Board) -> dict:
+def _board_json(b: Board, collected: Collected) -> dict:
     if b.imported:
         rank = 0
         rows = []
@@ -383,12 +425,14 @@ def _board_json(b: Board) -> dict:
             rank += e.mean is not None
             rows.append(e.to_dict(rank if e.mean is not None else None))
         return {"track": b.track, "tokenizer": b.scale, "imported": True, "cohort": b.cohort, "entries": rows}
+    hist = standing(b, collected)
     return {
         "track": b.track,
         "scale": b.scale,
         "hardware": b.hardware,
         "cohort": b.cohort,
         "entries": [e.to_dict(i) for i, e in enumerate(b.entries, 1)],
+        **({"history": {"board": hist[0].title, "standing": hist[1]}} if hist else {}),
     }
 
 
@@ -396,7 +440,7 @@ def to_json(collected: Collected) -> str:
     """The boards and warnings as indented JSON (entries as `Entry.to_dict`)."""
     return json.dumps(
         {
-            "boards": [_board_json(b) for b in collected.boards],
+            "boards": [_board_json(b, collected) for b in collected.boards],
             "warnings": collected.warnings,
         },
         indent=2,

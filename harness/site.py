@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from golfbench.harness.errors import GolfError
-from golfbench.harness.leaderboard import Board, Collected, Entry, ImportedEntry, imported_table_html
+from golfbench.harness.leaderboard import Board, Collected, Entry, ImportedEntry, imported_table_html, standing
 from golfbench.harness.records import read_events
 
 MARKER = ".golf-site"
@@ -50,7 +50,7 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}a{color:#1f5fbf}table{b
 th,td{padding:.35rem .6rem;border-bottom:1px solid #dde2ea;text-align:left;vertical-align:top}
 th{cursor:pointer;background:#f3f5f9;user-select:none}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .board tbody tr:first-child td{font-weight:600}.w{color:#8a5a00}.imp{color:#8a5a00;font-style:italic}
-.ok{color:#137333}.plots{display:flex;flex-wrap:wrap;gap:.8rem}.plots figure{margin:0;flex:1 1 330px}
+.ok{color:#137333}.plots{display:flex;flex-wrap:wrap;gap:.8rem}.plots figure{margin:0;flex:1 1 330px;max-width:760px}
 .plots img{width:100%;height:auto;border:1px solid #dde2ea}figcaption,.note{color:#5b6472;font-size:.85rem}
 nav{font-size:.9rem;margin-bottom:1rem}code{font-size:.85rem}"""
 
@@ -309,7 +309,27 @@ def _imported_entry_page(e: ImportedEntry, b: Board, plot: _Plotter, slug: str, 
     return _page(e.label, body, nav)
 
 
-def _board_page(b: Board, plot: _Plotter, slug: str, pages: dict, nav: str) -> str:
+def _history_html(b: Board, collected: Collected) -> str:
+    found = standing(b, collected)
+    if not found:
+        return ""
+    hist, rows = found
+    out = [
+        f"<h2>Against the record history</h2><p class=imp>{esc(hist.title)}: imported, self-reported records under"
+        " the same data, cap and budget; shown for reference, never pooled or ranked with this board.</p>"
+        "<table class='history'><thead><tr><th>Entry</th><th class=n>val_bpb</th><th class=n>Would place</th>"
+        "<th>Record above</th><th>Record below</th></tr></thead><tbody>"
+    ]
+    for r in rows:
+        out.append(
+            f"<tr class=standing><td>{esc(r['entry'])}</td><td class=n>{r['mean_val_bpb']:.4f}</td>"
+            f"<td class=n>{r['place']} of {r['of']}</td><td>{esc(_num(r['above']))}</td>"
+            f"<td>{esc(_num(r['below']))}</td></tr>"
+        )
+    return "".join(out) + "</tbody></table>"
+
+
+def _board_page(b: Board, plot: _Plotter, slug: str, pages: dict, nav: str, collected: Collected) -> str:
     entry_nav = nav + f" · <a href='{slug}.html'>{esc(b.title)}</a>"
     links = {}
     for e in b.entries:
@@ -336,7 +356,7 @@ def _board_page(b: Board, plot: _Plotter, slug: str, pages: dict, nav: str) -> s
         f"<h2>Ranking</h2>{_board_table(b, links)}"
         "<p class=note>p vs above: one-sided Welch t-test that the entry above has the lower mean (scipy), from the"
         " per-seed val_bpb; – with fewer than 2 seeds a side.</p>"
-        f"<h2>Pareto plots</h2><div class=plots>{''.join(figures)}</div>"
+        f"<h2>Pareto plots</h2><div class=plots>{''.join(figures)}</div>" + _history_html(b, collected)
     )
     return _page(b.title, body, nav)
 
@@ -352,7 +372,7 @@ def render(collected: Collected, root: Path) -> dict:
     n_entries = 0
     for b in collected.boards:
         slug = "board-" + _slug(b.title, json.dumps(b.cohort, sort_keys=True, default=str))
-        pages[f"{slug}.html"] = _board_page(b, plot, slug, pages, nav)
+        pages[f"{slug}.html"] = _board_page(b, plot, slug, pages, nav, collected)
         n_entries += len(b.entries)
         best = min((e.mean for e in b.entries if e.mean is not None), default=None)
         index.append(

@@ -3,7 +3,9 @@ and how `golf leaderboard` shows the imported history: own cohorts, self-reporte
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -194,3 +196,27 @@ def test_bad_paths_are_one_line_errors_and_write_nothing(tmp_path):
     )
     one_line_error(golf("import", "parameter-golf", clone, "--out", runs), "cannot read", "submission.json")
     assert not runs.exists()  # everything is read and checked before anything is written
+
+
+def test_a_wallclock_official_board_is_shown_against_the_record_history(tmp_path):
+    from test_leaderboard import write_run
+
+    runs = tmp_path / "runs"
+    for s, bpb in enumerate([1.1500, 1.1600]):  # mean 1.155: between SlidingWindow (1.1748) and Int5 (1.1427)
+        write_run(runs, f"llama-s{s}", track="wallclock-10min", scale="official", hw="8xH100", seed=s, bpb=bpb)
+    golf_ok("import", "parameter-golf", write_clone(tmp_path / "pg"), "--out", runs)
+    doc = json.loads(golf_ok("leaderboard", "--runs", runs, "--format", "json").stdout)
+    (ours,) = [b for b in doc["boards"] if not b.get("imported")]
+    assert ours["history"]["board"] == "parameter-golf 10min_16mb · sp1024"
+    (row,) = ours["history"]["standing"]
+    assert (row["place"], row["of"], row["above"], row["below"]) == (2, 4, "10L Int5-MLP", HOSTILE)
+    md = golf_ok("leaderboard", "--runs", runs).stdout
+    assert "- llama/tiny@torch: 1.1550 would place 2 of 4" in md
+    # the golfbench board itself holds only the golfbench entry: nothing imported is pooled into it
+    assert [e["model"] for e in ours["entries"]] == ["llama"]
+    golf_ok("leaderboard", "--runs", runs, "--format", "html", "--out", tmp_path / "site")
+    (page,) = (tmp_path / "site").glob("board-wallclock-10min*.html")
+    row = re.search(r"<tr class=standing>(.*?)</tr>", page.read_text()).group(1)
+    assert re.sub(r"<[^>]+>", "|", row).strip("|").split("||") == [
+        "llama/tiny@torch", "1.1550", "2 of 4", "10L Int5-MLP", html.escape(HOSTILE)
+    ]  # fmt: skip
