@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -202,11 +203,15 @@ def test_out_dir_rules_are_one_line_errors(site, tmp_path):
     a_file = tmp_path / "afile"
     a_file.write_text("x")
     one_line_error(golf("leaderboard", "--runs", runs, "--format", "html", "--out", a_file), "is a file")
-    # a previous site is replaced whole; nothing else is left beside it
+    # a previous site is replaced whole; nothing else is left beside it (in-process: the CLI path is the fixture's)
+    from golfbench.harness.leaderboard import collect
+    from golfbench.harness.site import write_site
+
     again = tmp_path / "site"
-    golf_ok("leaderboard", "--runs", runs, "--format", "html", "--out", again)
+    shutil.copytree(site, again)
     (again / "stale.html").write_text("old")
-    golf_ok("leaderboard", "--runs", runs, "--format", "html", "--out", again)
+    counts = write_site(collect(runs), again)
+    assert counts == {"boards": 5, "entries": 11, "pages": 17, "plots": counts["plots"]}
     assert not (again / "stale.html").exists() and (again / "index.html").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine", "site"]
     # a .html name still gets the single page
@@ -247,3 +252,37 @@ def test_site_renders_in_headless_chromium(site, chromium, tmp_path):
     assert orange > 200, orange
     if os.environ.get("GOLF_SITE_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["GOLF_SITE_SCREENSHOT"])
+
+
+def test_a_failed_render_leaves_the_previous_site_whole(site, tmp_path, monkeypatch):
+    from golfbench.harness import site as site_mod
+    from golfbench.harness.leaderboard import collect
+
+    out = tmp_path / "site"
+    shutil.copytree(site, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken(collected, root):
+        (root / "index.html").write_text("half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(site_mod, "render", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        site_mod.write_site(collect(site.parent / "runs"), out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # no temp folder left beside it
+
+
+def test_bench_site_screenshot_script(site, chromium, tmp_path):
+    res = subprocess.run(
+        [sys.executable, "bench/site_screenshot.py", "--runs", site.parent / "runs", "--out", tmp_path / "demo"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    for kind in ("index", "board", "entry", "imported"):
+        png = tmp_path / f"demo-{kind}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", kind
+    assert (tmp_path / "demo-site" / "index.html").is_file()
