@@ -7,9 +7,18 @@ DATA    ?= data/shakespeare_sp1024
 # Cap BLAS/XLA threads at the machine's cores so two frameworks in one process do not oversubscribe.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test test-all bench data rehearse clean
+.PHONY: setup browser demo test test-all bench data rehearse clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium renders the leaderboard site in tests/test_site.py. Installed where apt-get and root are
+# available; elsewhere this says so and the site test skips with that reason (tests/conftest.py allows it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; } ; } || \
+	  echo "note: chromium not installed (needs apt-get as root); the site test will skip"
 
 $(STAMP): pyproject.toml examples/golf-deltanet/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +38,7 @@ data: setup
 demo: setup data
 	$(BIN)/golf compare megalodon@jax llama@torch --track fixed-data --scale dev --seeds 2 --data $(DATA) --out runs
 	$(BIN)/golf leaderboard --runs runs --format md
+	$(BIN)/golf leaderboard --runs runs --format html --out site
 
 test: setup
 	$(BIN)/ruff check .

@@ -811,12 +811,14 @@ def leaderboard_cmd(
     runs: Path = typer.Option(Path("runs"), help="runs folder to scan"),
     track: Optional[str] = typer.Option(None, help="only this track"),
     fmt: str = typer.Option("md", "--format", help="md | json | html"),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="write to a file instead of stdout"),
+    out_file: Optional[Path] = typer.Option(
+        None, "--out", help="write to a file instead of stdout; with html, a folder gets the whole site"
+    ),
     include_unofficial: bool = typer.Option(
         False, "--include-unofficial", help="also rank runs with overridden budgets"
     ),
 ):
-    """Per-track boards from verified run records. Example: golf leaderboard --runs runs --format html --out board.html"""
+    """Per-track boards from verified run records (and imports). Example: golf leaderboard --format html --out site"""
     from golfbench.harness import leaderboard
     from golfbench.harness.records import atomic_write_bytes
 
@@ -827,12 +829,52 @@ def leaderboard_cmd(
     collected = leaderboard.collect(runs, track, include_unofficial)
     for w in collected.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if fmt == "html" and out_file and out_file.suffix.lower() not in (".html", ".htm"):
+        from golfbench.harness.site import write_site
+
+        counts = write_site(collected, out_file)
+        out.print(
+            f"wrote site {out_file}: {counts['boards']} board(s), {counts['entries']} entries,"
+            f" {counts['pages']} pages, {counts['plots']} plots; open {out_file / 'index.html'}"
+        )
+        return
     text = leaderboard.FORMATS[fmt](collected)
     if out_file:
         atomic_write_bytes(out_file, text.encode("utf-8"))
         out.print(f"wrote {out_file}")
     else:
         sys.stdout.write(text)
+
+
+import_app = typer.Typer(no_args_is_help=True, help="Bring other benchmarks' results onto the boards.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("parameter-golf")
+@handled
+def import_parameter_golf_cmd(
+    path: Path = typer.Argument(..., help="a local clone of openai/parameter-golf (or its records/ folder)"),
+    runs: Path = typer.Option(Path("runs"), "--out", help="runs folder; writes OUT/imported/parameter-golf/"),
+):
+    """Import records/*/*/submission.json as self-reported entries. Example: golf import parameter-golf ../parameter-golf"""
+    from golfbench.harness import pg_import
+
+    docs = pg_import.import_parameter_golf(path, runs)
+    cohorts: dict[tuple, int] = {}
+    for d in docs:
+        key = (pg_import.track_label(d["track"]), d["tokenizer"])
+        cohorts[key] = cohorts.get(key, 0) + 1
+    incomplete = sum(1 for d in docs if d["missing"])
+    out.print(
+        f"imported {len(docs)} records into {escape(str(runs / pg_import.IMPORT_DIR))} (self-reported, never verified);"
+        f" {incomplete} lack a value (shown as —):",
+        highlight=False,
+    )
+    for (track, tok), n in sorted(cohorts.items()):
+        out.print(f"  {escape(track)} · {escape(tok)}: {n}", highlight=False)
+    for d in docs:
+        if d["missing"]:
+            out.print(f"  {escape(d['record'])}: missing {', '.join(d['missing'])}", highlight=False)
 
 
 @app.command("verify")

@@ -10,12 +10,12 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
-KINDS = ("result", "submission")
+KINDS = ("result", "submission", "imported")
 
 
 @cache
 def validator(kind: str) -> Draft202012Validator:
-    """The compiled validator for ``kind`` (result | submission); the schema itself is checked first."""
+    """The compiled validator for ``kind`` (result | submission | imported); the schema itself is checked first."""
     schema = json.loads((SCHEMAS / f"{kind}.schema.json").read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
