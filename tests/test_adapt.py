@@ -323,6 +323,24 @@ def test_cli_refuses_adapt_on_fixed_data_in_one_line(shakespeare_dir, tmp_path):
     assert res.returncode != 0 and "Traceback" not in res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "does not allow test-time adaptation" in lines[0]
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "golfbench.harness.cli",
+            "eval",
+            str(tmp_path / "x.golf"),
+            "--data",
+            str(shakespeare_dir),
+        ]
+        + ["--adapt", "sgd", "--nproc-per-node", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GOLF_NO_PROGRESS": "1"},
+        timeout=300,
+    )
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "one process" in lines[0], res.stderr
 
 
 def test_adaptive_run_records_its_cost(shakespeare_dir, tmp_path, monkeypatch):
@@ -353,3 +371,10 @@ def test_adaptive_run_records_its_cost(shakespeare_dir, tmp_path, monkeypatch):
     assert result["steps"] == 2 and result["train_flops"] + result["adapt_flops"] <= budget
     assert 0 < result["adapt_seconds"] < result["eval_seconds"]
     assert validate_result(result) == []
+    # golf verify re-derives the adaptive score from the files, with the recipe run.json recorded
+    from golfbench.harness.verify import verify_run
+
+    monkeypatch.setitem(adapt.RECIPES, "sgd", AdaptRecipe("sgd"))  # the registry's default: not what this run used
+    verdict = verify_run(tmp_path / "runs" / "flop-budget" / "dev" / "a", data=data)
+    assert verdict.ok, verdict.failures
+    assert verdict.recomputed_bpb == pytest.approx(result["val_bpb"], rel=1e-9)
