@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--stride", type=int, default=64)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--min-gain", type=float, default=0.005, help="bits per byte the recipe must save")
+    ap.add_argument("--note", default="", help="how the artifact was trained (recorded as is)")
     args = ap.parse_args()
     recipe = get_recipe(args.recipe)
     if recipe is None:
@@ -43,6 +44,7 @@ def main() -> int:
     gain = plain.val_bpb - adapted.val_bpb
     report = {
         "artifact": str(args.artifact),
+        "note": args.note,
         "model": loaded.model,
         "preset": loaded.preset,
         "backend": args.backend,

@@ -272,10 +272,9 @@ class Run:
                 f" run has {self.world_size}; drop --adapt or run with one process"
             )
         if self.track.budget_kind == "flops":
-            tokens = adapt_token_count(
-                self.dataset.val_tokens(), self.seq_len, min(self.stride, self.seq_len), self.adapt_recipe,
-                self.dataset.bos_id,
-            )  # fmt: skip
+            stride = min(self.stride, self.seq_len)
+            val = self.dataset.val_tokens()
+            tokens = adapt_token_count(val, self.seq_len, stride, self.adapt_recipe, self.dataset.bos_id)
             self.adapt_reserve = tokens * self.flops_per_token["total"]
             self.train_limit = self.limit - self.adapt_reserve
             if self.train_limit <= 0:

@@ -378,3 +378,29 @@ def test_adaptive_run_records_its_cost(shakespeare_dir, tmp_path, monkeypatch):
     verdict = verify_run(tmp_path / "runs" / "flop-budget" / "dev" / "a", data=data)
     assert verdict.ok, verdict.failures
     assert verdict.recomputed_bpb == pytest.approx(result["val_bpb"], rel=1e-9)
+
+
+@pytest.mark.slow  # trains llama/tiny for ~40 steps, then scores 20k val tokens twice (minutes on a shared CPU)
+def test_sgd_recipe_lowers_a_trained_llama_tiny_val_bpb_on_shakespeare(shakespeare_dir, tmp_path, monkeypatch):
+    from golf_helpers import small_dataset
+
+    from golfbench.harness import runner
+    from golfbench.harness.artifact import read_artifact
+    from golfbench.harness.data.dataset import Dataset
+    from golfbench.harness.models import get_spec
+    from golfbench.harness.scoring import load_artifact_model, score_weights
+
+    monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
+    data = small_dataset(shakespeare_dir, tmp_path / "ds", train_tokens=400_000, val_tokens=20_000)
+    spec_ = get_spec("llama")
+    fpt = spec_.flops_per_token(spec_.config("tiny"))["total"]
+    recipe = get_recipe("sgd")
+    reserve = adapt_token_count(Dataset.open(data).val_tokens(), 256, 64, recipe) * fpt
+    budget = reserve + 40.5 * 4096 * fpt  # the adaptation's reserve plus 40 training steps
+    spec = _spec("flop-budget", data, tmp_path, adapt="sgd", budget=budget, prequant=False, run_id="g")
+    result = runner.execute(spec)
+    assert result["status"] == "ok" and result["steps"] == 40, result["reason"]
+    loaded = load_artifact_model(read_artifact(tmp_path / "runs" / "flop-budget" / "dev" / "g" / "artifact.golf"))
+    plain = score_weights("torch", "llama", loaded.config, loaded.weights, Dataset.open(data), 64)
+    # measured on the full dev val split with a 60 s wallclock llama/tiny: see bench/results/ttt.json
+    assert result["val_bpb"] < plain.val_bpb - 0.02, (plain.val_bpb, result["val_bpb"])
