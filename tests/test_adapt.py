@@ -404,3 +404,35 @@ def test_sgd_recipe_lowers_a_trained_llama_tiny_val_bpb_on_shakespeare(shakespea
     plain = score_weights("torch", "llama", loaded.config, loaded.weights, Dataset.open(data), 64)
     # measured on the full dev val split with a 60 s wallclock llama/tiny: see bench/results/ttt.json
     assert result["val_bpb"] < plain.val_bpb - 0.02, (plain.val_bpb, result["val_bpb"])
+
+
+def test_stillness_probe_refuses_a_scorer_that_learns_while_scoring():
+    from golfbench.harness.probes import probe_scorer
+
+    class LearnsWhileScoring(Bigram):
+        """Honest distributions, but every score() call first moves its table toward what it was shown."""
+
+        def __call__(self, tokens):
+            self.table = self.table.copy()
+            self.table[tokens[:, :-1] % V, tokens[:, 1:] % V] += 0.5  # counts the realized bigrams ...
+            self.table -= np.log(np.exp(self.table).sum(1, keepdims=True))  # ... renormalized: still a distribution
+            return super().__call__(tokens)
+
+    tokens = np.random.default_rng(3).integers(0, V, size=2_000)
+    assert probe_scorer(Bigram(), tokens, 128, V)["worst_rescore_drift"] == 0.0
+    with pytest.raises(ProbeFailure, match="reports NLL|scoring the same windows twice"):
+        probe_scorer(LearnsWhileScoring(), tokens, 128, V)
+
+    class LearnsAfterScoring(Bigram):
+        """Scores honestly, then trains on the windows inside score(): NLL = -log p holds on every call, so only
+        stillness sees the adaptation the harness neither ordered nor counted."""
+
+        def __call__(self, tokens):
+            nll = super().__call__(tokens)
+            self.table = self.table.copy()
+            self.table[tokens[:, :-1] % V, tokens[:, 1:] % V] += 0.5
+            self.table -= np.log(np.exp(self.table).sum(1, keepdims=True))
+            return nll
+
+    with pytest.raises(ProbeFailure, match="scoring the same windows twice changed an NLL"):
+        probe_scorer(LearnsAfterScoring(), tokens, 128, V)
