@@ -134,6 +134,21 @@ def _claims_check(v: Verdict, result: dict, manifest: dict) -> None:
     if result.get("hardware_class") != (manifest.get("hardware") or {}).get("class"):
         differ.append("hardware_class")
     v.check("claims", not differ, f"result.json and run.json disagree on {', '.join(differ)}")
+    adapt = result.get("adapt_recipe") or "none"
+    asked = (manifest.get("spec") or {}).get("adapt") or "none"
+    v.check(
+        "adaptation", adapt == asked, f"result.json says the score adapted with '{adapt}', run.json asked '{asked}'"
+    )
+    if adapt != "none":
+        try:
+            rule = load_track(manifest["track"]).scale(manifest["scale"]).get("eval_adaptation", "none")
+        except (GolfError, KeyError):
+            rule = "unknown"
+        v.check(
+            "adaptation-rule",
+            rule == "score-first",
+            f"the score adapted with '{adapt}' but track '{manifest.get('track')}' allows eval_adaptation '{rule}'",
+        )
 
 
 def _rules_check(v: Verdict, result: dict, manifest: dict, rules: dict) -> None:

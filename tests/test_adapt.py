@@ -436,3 +436,37 @@ def test_stillness_probe_refuses_a_scorer_that_learns_while_scoring():
 
     with pytest.raises(ProbeFailure, match="scoring the same windows twice changed an NLL"):
         probe_scorer(LearnsAfterScoring(), tokens, 128, V)
+
+
+def test_leaderboard_never_pools_adapted_and_plain_runs_and_verify_checks_the_rule(tmp_path):
+    import json
+
+    from test_leaderboard import write_run
+
+    from golfbench.harness.leaderboard import collect, to_markdown
+    from golfbench.harness.verify import verify_run
+
+    runs = tmp_path / "runs"
+    for s in range(2):
+        write_run(runs, f"plain-s{s}", track="wallclock-10min", seed=s, bpb=2.0 + s / 100)
+        d = write_run(runs, f"ttt-s{s}", track="wallclock-10min", seed=s, bpb=1.9 + s / 100)
+        res = json.loads((d / "result.json").read_text())
+        (d / "result.json").write_text(json.dumps({**res, "adapt_recipe": "sgd"}))
+        run = json.loads((d / "run.json").read_text())
+        run["spec"] = {**run.get("spec", {}), "adapt": "sgd"}
+        (d / "run.json").write_text(json.dumps(run))
+    board = collect(runs).boards[0]
+    assert [(e.adapt, len(e.runs)) for e in board.entries] == [("sgd", 2), ("none", 2)]
+    assert "llama/tiny + TTT sgd" in to_markdown(collect(runs))
+    # the same claim on a track whose rule is "none" fails verification; a result that disagrees with run.json too
+    bad = write_run(runs, "fixed-ttt", seed=0, bpb=1.5)
+    res = json.loads((bad / "result.json").read_text())
+    (bad / "result.json").write_text(json.dumps({**res, "adapt_recipe": "sgd"}))
+    verdict = verify_run(bad, rescore=False, check_data=False)
+    assert any(f.startswith("adaptation: result.json says the score adapted with 'sgd'") for f in verdict.failures)
+    run = json.loads((bad / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps({**run, "spec": {**run.get("spec", {}), "adapt": "sgd"}}))
+    verdict = verify_run(bad, rescore=False, check_data=False)
+    assert [f for f in verdict.failures if f.startswith("adaptation")] == [
+        "adaptation-rule: the score adapted with 'sgd' but track 'fixed-data' allows eval_adaptation 'none'"
+    ]
