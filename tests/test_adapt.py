@@ -371,6 +371,19 @@ def test_adaptive_run_records_its_cost(shakespeare_dir, tmp_path, monkeypatch):
     assert result["steps"] == 2 and result["train_flops"] + result["adapt_flops"] <= budget
     assert 0 < result["adapt_seconds"] < result["eval_seconds"]
     assert validate_result(result) == []
+    # golf eval --adapt sgd re-scores the artifact to the same number (same recipe, CPU: deterministic)
+    import json
+
+    from typer.testing import CliRunner
+
+    from golfbench.harness.cli import app
+
+    artifact = tmp_path / "runs" / "flop-budget" / "dev" / "a" / "artifact.golf"
+    out = CliRunner().invoke(app, ["eval", str(artifact), "--data", str(data), "--adapt", "sgd", "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout[out.stdout.index("{") :])
+    assert report["val_bpb"] == pytest.approx(result["val_bpb"], rel=1e-9)
+    assert report["adapt_tokens"] == adapt_tokens and report["adapt_params"] == small.to_dict()
     # golf verify re-derives the adaptive score from the files, with the recipe run.json recorded
     from golfbench.harness.verify import verify_run
 
