@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
@@ -415,6 +416,11 @@ def run_cmd(
         0, "--checkpoint-every", hidden=True, help="checkpoint every N steps (default: by track)"
     ),
     log_every: int = typer.Option(10, "--log-every", hidden=True, help="log the loss every N steps"),
+    adapt: str = typer.Option(
+        "none",
+        "--adapt",
+        help="score-first test-time adaptation of the artifact's score: none | sgd (if the track allows)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print result.json"),
 ):
     """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1"""
@@ -447,6 +453,7 @@ def run_cmd(
                 "prequant",
                 "checkpoint_every",
                 "log_every",
+                "adapt",
             )  # fmt: skip
             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
         ]
@@ -474,6 +481,7 @@ def run_cmd(
             checkpoint_every=checkpoint_every,
             log_every=log_every,
             prequant=prequant,
+            adapt=adapt,
         )
     if layout.world_size > 1 or layout.rdzv_endpoint:  # checked here for every process, then started
         result = launch(spec or runner.resume_spec(resume), layout, resume_dir=resume)
@@ -541,20 +549,27 @@ def eval_cmd(
         help="torch: score in N torchrun processes (gloo on CPU, NCCL on GPUs), windows split between them; jax uses every visible device of one process",
     ),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="also write the report to this JSON file"),
+    adapt: str = typer.Option("none", "--adapt", help="score-first test-time adaptation: none | sgd (one process)"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Re-score any artifact with either backend. Example: golf eval runs/.../artifact.golf --data data/shakespeare_sp1024 --backend jax --precision bf16 --json"""
+    from golfbench.harness.adapt import get_recipe
     from golfbench.harness.artifact import naming, read_artifact
     from golfbench.harness.backend import get_backend
     from golfbench.harness.data.dataset import Dataset
     from golfbench.harness.records import atomic_write_json
-    from golfbench.harness.scoring import load_artifact_model, score_weights
+    from golfbench.harness.scoring import load_artifact_model, score_weights, score_weights_adaptive
     from golfbench.harness.tracks import EVAL_PRECISIONS
 
     if precision not in EVAL_PRECISIONS:
         raise GolfError(f"unknown --precision '{precision}': choose {' or '.join(EVAL_PRECISIONS)}")
     if nproc_per_node < 1:
         raise GolfError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+    recipe = get_recipe(adapt)
+    if recipe is not None and nproc_per_node > 1:
+        raise GolfError(
+            "--adapt evaluates on one process (score-first adaptation is sequential): drop --nproc-per-node"
+        )
     blob = read_artifact(artifact)
     with naming(artifact):
         loaded = load_artifact_model(blob)
@@ -581,9 +596,16 @@ def eval_cmd(
         report = _eval_in_processes(nproc_per_node, child)
     else:
         coll = get_backend(name).collective()  # SINGLE unless this process is one of a torchrun group
-        res = score_weights(
-            name, loaded.model, loaded.config, loaded.weights, dataset, stride, collective=coll, precision=precision
-        )
+        adapted = {}
+        if recipe is None:
+            res = score_weights(
+                name, loaded.model, loaded.config, loaded.weights, dataset, stride, collective=coll, precision=precision
+            )
+        else:
+            res, stats = score_weights_adaptive(
+                name, loaded.model, loaded.config, loaded.weights, dataset, stride, recipe, precision=precision
+            )
+            adapted = {"adapt_recipe": adapt, "adapt_params": recipe.to_dict(), **asdict(stats)}
         if coll.rank != 0:  # every process holds the same result; process 0 reports it
             return
         report = {
@@ -596,6 +618,7 @@ def eval_cmd(
             "eval_precision": precision,
             "world_size": coll.world_size,
             **res.to_dict(),
+            **adapted,
         }
     if json_out is not None:
         atomic_write_json(json_out, report)

@@ -96,6 +96,36 @@ def policy_text(context: int, stride: int) -> str:
     )
 
 
+def score_windows(
+    score_fn: ScoreFn,
+    tokens: np.ndarray,
+    starts: np.ndarray,
+    width: int,
+    scored: np.ndarray,
+    b0: int,
+    b1: int,
+) -> tuple[float, int]:
+    """Score windows b0..b1-1 of a `window_plan` over tokens int32 (N,): (float64 Σ NLL in nats over their scored
+    targets, number of scored targets). Raises GolfError for a scorer returning the wrong shape or a non-finite NLL.
+    """
+    windows = tokens[starts[b0:b1, None] + np.arange(width + 1, dtype=np.int64)]
+    nll = np.asarray(score_fn(windows))
+    if nll.shape != (b1 - b0, width):
+        raise GolfError(
+            f"the scorer returned shape {nll.shape} for windows {windows.shape}; expected {(b1 - b0, width)}"
+        )
+    mask = np.arange(width, dtype=np.int64)[None, :] >= width - scored[b0:b1, None]
+    picked = nll[mask].astype(np.float64)
+    batch_sum = float(picked.sum())
+    if not math.isfinite(batch_sum):
+        bad_rows = ~np.isfinite(np.where(mask, nll, 0.0)).all(axis=1)  # only scored positions count
+        bad = int(starts[b0 + int(np.argmax(bad_rows))])
+        raise GolfError(
+            f"the scorer returned a non-finite NLL ({batch_sum}) in the window starting at val token {bad}; the model's weights or scorer are broken"
+        )
+    return batch_sum, int(picked.size)
+
+
 def evaluate(
     score_fn: ScoreFn,
     tokens: np.ndarray,
@@ -121,8 +151,6 @@ def evaluate(
     val_bytes = count_val_bytes(tokens, accounting)
     if val_bytes <= 0:
         raise GolfError("the val tokens decode to 0 bytes; BPB is undefined (is this the right tokenizer?)")
-    offsets = np.arange(width + 1, dtype=np.int64)
-    columns = np.arange(width, dtype=np.int64)
     batch_windows = max(1, int(batch_windows))
     nll_sum = 0.0
     n_scored = 0
@@ -132,23 +160,9 @@ def evaluate(
     mine = min(last * batch_windows, len(starts)) - first * batch_windows  # windows this process scores
     for b0 in range(first * batch_windows, min(last * batch_windows, len(starts)), batch_windows):
         b1 = min(b0 + batch_windows, len(starts))
-        windows = tokens[starts[b0:b1, None] + offsets]
-        nll = np.asarray(score_fn(windows))
-        if nll.shape != (b1 - b0, width):
-            raise GolfError(
-                f"the scorer returned shape {nll.shape} for windows {windows.shape}; expected {(b1 - b0, width)}"
-            )
-        mask = columns[None, :] >= width - scored[b0:b1, None]
-        picked = nll[mask].astype(np.float64)
-        batch_sum = float(picked.sum())
-        if not math.isfinite(batch_sum):
-            bad_rows = ~np.isfinite(np.where(mask, nll, 0.0)).all(axis=1)  # only scored positions count
-            bad = int(starts[b0 + int(np.argmax(bad_rows))])
-            raise GolfError(
-                f"the scorer returned a non-finite NLL ({batch_sum}) in the window starting at val token {bad}; the model's weights or scorer are broken"
-            )
+        batch_sum, count = score_windows(score_fn, tokens, starts, width, scored, b0, b1)
         nll_sum += batch_sum
-        n_scored += picked.size
+        n_scored += count
         if progress:
             progress(b1 - first * batch_windows, mine)
     if collective.world_size > 1:

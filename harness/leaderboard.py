@@ -2,7 +2,7 @@
 dataset content, eval stride/context/precision, hardware class), so runs scored on other data, another
 tokenizer or another eval policy are never averaged or ranked together.
 
-Entries group runs with the same (model, preset, backend, config hash) across seeds; they rank by mean
+Entries group runs with the same (model, preset, backend, config hash, TTT recipe) across seeds; they rank by mean
 val_bpb; each row shows the one-sided Welch p-value that it is worse than the entry above. Only runs whose
 files pass the verifier's file checks, with status ok and not unofficial (unless asked), are counted;
 malformed or partial results are skipped with a warning.
@@ -40,6 +40,7 @@ class Entry:
     budget_limit: float | None = None
     eval_stride: int | None = None
     unofficial: bool = False
+    adapt: str = "none"  # the score-first TTT recipe the runs were scored with (harness/adapt.py): not a seed of "none"
     runs: list[dict] = field(default_factory=list)
     p_vs_above: float | None = None
 
@@ -84,6 +85,7 @@ class Entry:
             "unofficial": self.unofficial,
             "budget_limit": self.budget_limit,
             "eval_stride": self.eval_stride,
+            "adapt": self.adapt,
             "mean_val_bpb": self.mean,
             "std_val_bpb": self.std,
             "seeds": self.seeds,
@@ -255,6 +257,7 @@ def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool =
             result.get("budget_limit"),
             result.get("eval_stride"),
             bool(result["unofficial"]),
+            result.get("adapt_recipe") or "none",
         )
         entries = groups.setdefault(board_key, {})
         entries.setdefault(entry_key, Entry(*entry_key)).runs.append(result)
@@ -351,12 +354,16 @@ def _dash(value, fmt: str = "{}") -> str:
 
 
 def _label(e: Entry) -> str:
-    return f"{e.model}/{e.preset}" + (
-        f" (unofficial, budget {e.budget_limit:g})"
-        if e.unofficial and e.budget_limit
-        else " (unofficial)"
-        if e.unofficial
-        else ""
+    return (
+        f"{e.model}/{e.preset}"
+        + (f" + TTT {e.adapt}" if e.adapt != "none" else "")
+        + (
+            f" (unofficial, budget {e.budget_limit:g})"
+            if e.unofficial and e.budget_limit
+            else " (unofficial)"
+            if e.unofficial
+            else ""
+        )
     )
 
 

@@ -4,7 +4,10 @@ parameter-golf lost weeks to "distributions" that summed to ~277 (its PR #886), 
 target, and to eval paths that peeked ahead. Each probe turns one of those failures into a refusal:
 - normalization: every probed next-token distribution sums to 1 (|sum p - 1| < 1e-3 in fp32);
 - consistency: the NLL the scorer reports equals -log p of the realized token (< 1e-4);
-- causality: changing every token after a position leaves that position's distribution unchanged.
+- causality: changing every token after a position leaves that position's distribution unchanged;
+- stillness: scoring the same windows twice gives the same NLLs, so a scorer cannot train on a window before
+  scoring it (the score-first rule of test-time adaptation; harness/adapt.py probes an adapter again after its
+  first update).
 """
 
 from __future__ import annotations
@@ -80,6 +83,15 @@ def probe_scorer(
             f" {cols[i]} but its own distribution gives {realized[i]:.6f} for the realized token"
         )
 
+    # Stillness: a scorer that learns from what it is asked to score (adapt before scoring) drifts between calls.
+    again = np.asarray(scorer(windows), dtype=np.float64)
+    drift = float(np.abs(again - nll).max())
+    if not drift < NLL_TOL * max(1.0, float(np.abs(nll).max())):
+        raise ProbeFailure(
+            f"integrity probe: scoring the same windows twice changed an NLL by {drift:.3g}; a scorer must not"
+            " change while it scores (training on a chunk before scoring it breaks score-first adaptation)"
+        )
+
     # Causality: scramble everything after each probed position; its distribution must not move.
     worst_causal = 0.0
     for r in range(n_windows):
@@ -101,4 +113,5 @@ def probe_scorer(
         "worst_sum_error": worst_sum,
         "worst_nll_gap": worst_nll,
         "worst_causal_change": worst_causal,
+        "worst_rescore_drift": drift,
     }

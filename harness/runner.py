@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from golfbench.harness import code, progress
+from golfbench.harness.adapt import adapt_token_count, get_recipe
 from golfbench.harness.artifact import pack, size_report
 from golfbench.harness.backend import get_backend
 from golfbench.harness.cohort import dataset_content_sha256, dataset_full_sha256
@@ -48,7 +49,7 @@ from golfbench.harness.records import (
     validate_result,
     versions,
 )
-from golfbench.harness.scoring import load_artifact_model, score_weights
+from golfbench.harness.scoring import load_artifact_model, score_weights, score_weights_adaptive
 from golfbench.harness.tracks import Budget, load_track, lr_scale
 
 CHECKPOINT = "checkpoint"
@@ -78,6 +79,7 @@ class RunSpec:
     checkpoint_every: int = 0  # steps; 0 = by track (fixed-data checkpoints, others do not)
     force: bool = False
     prequant: bool | None = None  # also score the weights before quantization (default: the track's rule)
+    adapt: str = "none"  # score-first test-time adaptation recipe (harness/adapt.py RECIPES) for the artifact's score
 
     @property
     def unofficial(self) -> bool:
@@ -200,6 +202,7 @@ class Run:
             )
         if self.track.budget_kind == "tokens":
             self._check_fixed_data()
+        self._check_adaptation()
         self.code_files = self.backend.code_files(spec.model)
         self.code_sha256 = code.code_digest(self.code_files)
         if resume:
@@ -248,6 +251,38 @@ class Run:
                 " code (see run.json git sha) or start a new run"
             )
 
+    def _check_adaptation(self) -> None:
+        """--adapt against the track's eval_adaptation rule and the process count; on a FLOP budget, reserve the
+        adaptation's analytic FLOPs (known from the val split and the recipe) so training stops that much earlier.
+        Sets ``eval_adaptation``, ``adapt_recipe`` and ``train_limit`` (the budget left for training)."""
+        self.eval_adaptation = str(self.scale.get("eval_adaptation", "none"))
+        self.adapt_recipe = get_recipe(self.spec.adapt)
+        self.adapt_reserve = 0.0
+        self.train_limit = self.limit
+        if self.adapt_recipe is None:
+            return
+        if self.eval_adaptation == "none":
+            raise GolfError(
+                f"track '{self.track.name}' does not allow test-time adaptation (eval_adaptation = \"none\" at"
+                f" scale {self.spec.scale}); drop --adapt {self.spec.adapt}"
+            )
+        if self.world_size > 1:
+            raise GolfError(
+                f"--adapt {self.spec.adapt} evaluates on one process (score-first adaptation is sequential), but this"
+                f" run has {self.world_size}; drop --adapt or run with one process"
+            )
+        if self.track.budget_kind == "flops":
+            stride = min(self.stride, self.seq_len)
+            val = self.dataset.val_tokens()
+            tokens = adapt_token_count(val, self.seq_len, stride, self.adapt_recipe, self.dataset.bos_id)
+            self.adapt_reserve = tokens * self.flops_per_token["total"]
+            self.train_limit = self.limit - self.adapt_reserve
+            if self.train_limit <= 0:
+                raise BudgetError(
+                    f"--adapt {self.spec.adapt} needs {self.adapt_reserve:.3g} FLOPs ({tokens:,} adapted tokens), all of"
+                    f" the {self.limit:g}-FLOP budget; raise --budget or drop --adapt"
+                )
+
     def _check_fixed_data(self) -> None:
         available = self.dataset.train_tokens_total() - 1
         needed = (int(self.limit) // self.seq_len) * self.seq_len
@@ -285,7 +320,13 @@ class Run:
             "overrides": self.spec.overrides,
             "budget": {"kind": self.track.budget_kind, "limit": self.limit, "track_default": self.scale["budget"]},
             "unofficial": self.spec.unofficial,
-            "eval": {"stride": self.stride, "context": self.seq_len},
+            "eval": {
+                "stride": self.stride,
+                "context": self.seq_len,
+                "adaptation": self.eval_adaptation,
+                "adapt": self.adapt_recipe.to_dict() if self.adapt_recipe else None,
+                "adapt_flops_reserved": self.adapt_reserve,
+            },
             "batch": {"seqs": self.batch_seqs, "seq_len": self.seq_len, "tokens": self.batch_tokens},
             "flops_per_token": self.flops_per_token,
             "param_count": self.model_spec.param_count(self.config),
@@ -417,7 +458,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
             atomic_write_json(run.dir / "run.json", run.manifest())
     events = EventLog(run.dir / "events.jsonl")
 
-    budget = Budget(run.track.budget_kind, run.limit)
+    budget = Budget(run.track.budget_kind, run.train_limit)  # a FLOP budget less the adaptation's reserve
     stream_start = 0
     ckpt = _latest_checkpoint(run.dir) if run.resume else None
     if ckpt is not None:
@@ -580,6 +621,9 @@ def finish(
         "eval_stride": run.stride,
         "eval_context": run.seq_len,
         "eval_precision": run.eval_precision,
+        "eval_adaptation": run.eval_adaptation,
+        "adapt_recipe": spec.adapt,
+        "adapt_params": run.adapt_recipe.to_dict() if run.adapt_recipe else None,
     }
     for key in (
         "val_bpb",
@@ -591,6 +635,9 @@ def finish(
         "artifact_bytes",
         "model_bytes",
         "eval_seconds",
+        "adapt_seconds",
+        "adapt_tokens",
+        "adapt_flops",
     ):
         result.setdefault(key, None)
     if score and status in ("ok", "over_budget"):
@@ -661,17 +708,32 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
         atomic_write_bytes(run.dir / "artifact.golf", blob)
     # The score is always measured on the round trip, loaded back from the bytes alone.
     loaded = load_artifact_model(blob if not main else (run.dir / "artifact.golf").read_bytes())
-    post = score_weights(
-        spec.backend,
-        loaded.model,
-        loaded.config,
-        loaded.weights,
-        run.dataset,
-        run.stride,
-        label="eval (artifact)",
-        collective=coll,
-        precision=run.eval_precision,
-    )
+    if run.adapt_recipe is None:
+        post = score_weights(
+            spec.backend,
+            loaded.model,
+            loaded.config,
+            loaded.weights,
+            run.dataset,
+            run.stride,
+            label="eval (artifact)",
+            collective=coll,
+            precision=run.eval_precision,
+        )
+    else:  # score-first TTT: its seconds are part of eval_seconds, its FLOPs were reserved on a FLOP budget
+        post, stats = score_weights_adaptive(
+            spec.backend,
+            loaded.model,
+            loaded.config,
+            loaded.weights,
+            run.dataset,
+            run.stride,
+            run.adapt_recipe,
+            label=f"eval (artifact, adapt {spec.adapt})",
+            collective=coll,
+            precision=run.eval_precision,
+        )
+        result.update(adapt_seconds=stats.adapt_seconds, adapt_tokens=stats.adapt_tokens, adapt_flops=stats.adapt_flops)
     _log_eval(run, main, "artifact", post)
     size = size_report(len(blob), code_size, run.track.artifact_cap_bytes)
     result.update(post.to_dict())

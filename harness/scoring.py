@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golfbench.harness import progress
+from golfbench.harness.adapt import AdaptRecipe, AdaptStats, evaluate_adaptive
 from golfbench.harness.artifact import unpack
 from golfbench.harness.backend import get_backend
 from golfbench.harness.data.dataset import Dataset
@@ -76,13 +77,7 @@ def score_weights(
     share of the windows and all get the same result. Raises GolfError (vocab mismatch, bad weights, a probe
     failure, a non-finite NLL).
     """
-    spec = get_spec(model)
-    if config["vocab_size"] != dataset.vocab_size:
-        raise GolfError(
-            f"model vocab {config['vocab_size']} differs from dataset '{dataset.name}' vocab {dataset.vocab_size};"
-            " use a dataset built with the same tokenizer"
-        )
-    check_weights(spec, config, weights)
+    _check_inputs(model, config, weights, dataset)
     backend = get_backend(backend_name)
     scorer = backend.scorer(model, config, weights, precision=precision)
     tokens = dataset.val_tokens()
@@ -100,9 +95,70 @@ def score_weights(
             progress=lambda done, total: update(done / max(total, 1)),
             collective=collective,
         )
-    res.policy += (
+    res.policy += _probe_text(probes)
+    return res
+
+
+def _probe_text(probes: dict) -> str:
+    return (
         f"; integrity probes passed at {probes['probe_positions']} positions (sum err"
         f" {probes['worst_sum_error']:.1e}, nll gap {probes['worst_nll_gap']:.1e},"
         f" causal change {probes['worst_causal_change']:.1e})"
     )
-    return res
+
+
+def _check_inputs(model: str, config: dict, weights: dict[str, np.ndarray], dataset: Dataset) -> None:
+    spec = get_spec(model)
+    if config["vocab_size"] != dataset.vocab_size:
+        raise GolfError(
+            f"model vocab {config['vocab_size']} differs from dataset '{dataset.name}' vocab {dataset.vocab_size};"
+            " use a dataset built with the same tokenizer"
+        )
+    check_weights(spec, config, weights)
+
+
+def score_weights_adaptive(
+    backend_name: str,
+    model: str,
+    config: dict,
+    weights: dict[str, np.ndarray],
+    dataset: Dataset,
+    stride: int,
+    recipe: AdaptRecipe,
+    label: str = "eval (adaptive)",
+    batch_windows: int = 32,
+    collective: Collective = SINGLE,
+    precision: str = "fp32",
+) -> tuple[EvalResult, AdaptStats]:
+    """`score_weights` with score-first test-time adaptation (harness/adapt.py) by ``recipe``: the backend's
+    adapter is probed before the first chunk and again after its first update, then evaluated chunk by chunk.
+    Returns the result and what adaptation cost. Raises GolfError as `score_weights`, for a backend without
+    an ``adapter`` hook, and for more than one process (adaptation is sequential).
+    """
+    _check_inputs(model, config, weights, dataset)
+    backend = get_backend(backend_name)
+    if not hasattr(backend, "adapter"):
+        raise GolfError(f"backend '{backend_name}' has no test-time adaptation hook (adapter); run without --adapt")
+    adapter = backend.adapter(model, config, weights, precision=precision, recipe=recipe)
+    tokens = dataset.val_tokens()
+    context = int(config["seq_len"])
+    vocab = int(config["vocab_size"])
+    probes = probe_scorer(adapter, tokens, context, vocab, precision=precision)
+    after: list[dict] = []
+    with progress.bar(label, total=1.0) as update:
+        res, stats = evaluate_adaptive(
+            adapter,
+            tokens,
+            dataset.accounting(),
+            context=context,
+            stride=min(stride, context),
+            recipe=recipe,
+            flops_per_token=get_spec(model).flops_per_token(config)["total"],
+            bos_id=dataset.bos_id,
+            batch_windows=batch_windows,
+            probe=lambda a: after.append(probe_scorer(a, tokens, context, vocab, precision=precision)),
+            progress=lambda done, total: update(done / max(total, 1)),
+            collective=collective,
+        )
+    res.policy += _probe_text(probes) + (" and again after the first adaptation" if after else "")
+    return res, stats

@@ -23,13 +23,15 @@ TRACKS_ENV = "GOLF_TRACKS_DIR"  # point golf at another tracks folder (tests, pr
 BUDGET_KINDS = ("seconds", "tokens", "flops")
 EVAL_PRECISIONS = ("fp32", "bf16")  # how every backend's scorer computes (backends' scorer docstrings)
 SCALES = ("official", "dev")
+EVAL_ADAPTATIONS = ("none", "score-first")  # may the evaluator adapt the model on already-scored val (harness/adapt.py)
 
 
 @dataclass(frozen=True)
 class Track:
     """One track's rules, parsed from tracks/<name>.toml: ``budget_kind`` (seconds, tokens or flops),
     ``artifact_cap_bytes`` (decimal bytes, 16,000,000 by default), ``scales`` ({"official"|"dev": dataset,
-    budget, eval_stride in tokens, eval_precision, eval_prequant, hardware, optional dataset_sha256}), the
+    budget, eval_stride in tokens, eval_precision, eval_prequant, eval_adaptation ("none" | "score-first", default
+    "none"), hardware, optional dataset_sha256}), the
     file's ``path`` and the sha256 of its bytes (recorded with every run).
     """
 
@@ -90,6 +92,12 @@ def _parse(path: Path) -> Track:
                 sec["eval_prequant"] = sec.get("eval_prequant", True)
                 if not isinstance(sec["eval_prequant"], bool):
                     raise GolfError(f"track file {path}: [{s}] eval_prequant must be true or false; fix or restore it")
+                sec["eval_adaptation"] = sec.get("eval_adaptation", "none")
+                if sec["eval_adaptation"] not in EVAL_ADAPTATIONS:
+                    raise GolfError(
+                        f"track file {path}: [{s}] eval_adaptation '{sec['eval_adaptation']}' must be one of"
+                        f" {', '.join(EVAL_ADAPTATIONS)}; fix or restore it"
+                    )
                 str(sec["dataset"])
                 pin = sec.get("dataset_sha256")
                 if pin is not None and (not isinstance(pin, str) or len(pin) != 64 or pin.strip("0123456789abcdef")):

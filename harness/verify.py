@@ -66,6 +66,23 @@ class Verdict:
         return passed
 
 
+def _recorded_recipe(result: dict, manifest: dict):
+    """The AdaptRecipe an adaptive run was scored with (run.json's eval.adapt), or None for a plain score.
+    Raises GolfError when result.json names a recipe but run.json's record of it is missing or malformed."""
+    from golfbench.harness.adapt import AdaptRecipe
+
+    if result.get("adapt_recipe", "none") in (None, "none"):
+        return None
+    params = (manifest.get("eval") or {}).get("adapt")
+    try:
+        return AdaptRecipe(**params)
+    except TypeError:
+        raise GolfError(
+            f"result.json says the score adapted with '{result['adapt_recipe']}' but run.json's eval.adapt does not"
+            " record a recipe (eval.adapt missing or malformed)"
+        ) from None
+
+
 def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) -> None:
     kind, limit = manifest["budget"]["kind"], float(manifest["budget"]["limit"])
     steps = [e for e in events if "step" in e]
@@ -91,6 +108,13 @@ def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) 
         last["step"] == result["steps"],
         f"result claims {result['steps']} steps, the log ends at {last['step']}",
     )
+    if kind == "flops" and result.get("adapt_flops"):  # score-first TTT is paid from the same FLOP budget
+        total = float(last[key]) + float(result["adapt_flops"])
+        v.check(
+            "budget-adapt",
+            total <= limit * (1 + 1e-9),
+            f"training {last[key]:g} + adaptation {result['adapt_flops']:g} FLOPs is over the limit {limit:g}",
+        )
     tokens = [e["tokens"] for e in steps]
     v.check("monotonic", all(a < b for a, b in zip(tokens, tokens[1:])), "event tokens are not increasing")
     if kind == "tokens":
@@ -110,6 +134,21 @@ def _claims_check(v: Verdict, result: dict, manifest: dict) -> None:
     if result.get("hardware_class") != (manifest.get("hardware") or {}).get("class"):
         differ.append("hardware_class")
     v.check("claims", not differ, f"result.json and run.json disagree on {', '.join(differ)}")
+    adapt = result.get("adapt_recipe") or "none"
+    asked = (manifest.get("spec") or {}).get("adapt") or "none"
+    v.check(
+        "adaptation", adapt == asked, f"result.json says the score adapted with '{adapt}', run.json asked '{asked}'"
+    )
+    if adapt != "none":
+        try:
+            rule = load_track(manifest["track"]).scale(manifest["scale"]).get("eval_adaptation", "none")
+        except (GolfError, KeyError):
+            rule = "unknown"
+        v.check(
+            "adaptation-rule",
+            rule == "score-first",
+            f"the score adapted with '{adapt}' but track '{manifest.get('track')}' allows eval_adaptation '{rule}'",
+        )
 
 
 def _rules_check(v: Verdict, result: dict, manifest: dict, rules: dict) -> None:
@@ -266,7 +305,7 @@ def _verify_files(
     _budget_check(v, result, manifest, read_events(run_dir / "events.jsonl"))
 
     if rescore and blob is not None and dataset is not None and not any(f.startswith("artifact") for f in v.failures):
-        from golfbench.harness.scoring import load_artifact_model, score_weights
+        from golfbench.harness.scoring import load_artifact_model, score_weights, score_weights_adaptive
 
         try:
             loaded = load_artifact_model(blob)
@@ -292,16 +331,19 @@ def _verify_files(
             ):
                 return
             precision = recorded_precision(result)
-            res = score_weights(
+            recipe = _recorded_recipe(result, manifest)
+            common = (
                 backend or manifest["backend"],
                 loaded.model,
                 loaded.config,
                 loaded.weights,
                 dataset,
                 int(result["eval_stride"]),
-                label="verify",
-                precision=precision,
             )
+            if recipe is None:
+                res = score_weights(*common, label="verify", precision=precision)
+            else:  # the score was adaptive: re-derive it with the recipe run.json recorded
+                res, _ = score_weights_adaptive(*common, recipe, label="verify (adaptive)", precision=precision)
             v.recomputed_bpb = res.val_bpb
             rtol = BPB_RTOL_BY_PRECISION[precision]
             v.check(

@@ -23,7 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golfbench.backends.jax.runtime import Placement, Trainer, host_value, make_trainer, score_fns
+from golfbench.backends.jax.runtime import (
+    PRECISIONS,
+    Placement,
+    Trainer,
+    host_value,
+    make_apply,
+    make_trainer,
+    score_fns,
+    token_nll,
+)
 from golfbench.harness.code import CodeLayout
 from golfbench.harness.distributed import SINGLE, as_f64, env_rank, env_world_size
 from golfbench.harness.errors import GolfError
@@ -224,6 +233,14 @@ class JaxBackend:
         """A JaxScorer over ``devices`` (default: this process's devices) at ``precision`` (fp32 | bf16)."""
         return JaxScorer(spec_name, config, weights, devices, precision)
 
+    def adapter(
+        self, spec_name: str, config: dict, weights: dict[str, np.ndarray], precision: str = "fp32", recipe=None
+    ) -> "JaxAdapter":
+        """A JaxAdapter (score-first TTT, golfbench.harness.adapt) for ``weights`` at ``precision`` with the harness's
+        ``recipe`` (an AdaptRecipe), over this process's devices. Works for every model (it trains on the model's
+        own NLL). Raises GolfError as `scorer`."""
+        return JaxAdapter(spec_name, config, weights, precision, recipe)
+
     # -- checkpoints ----------------------------------------------------------------------------------------
 
     def save_checkpoint(self, state: JaxState, path: Path) -> None:
@@ -345,6 +362,67 @@ class JaxScorer:
         device_inputs, _ = self._rows(tokens[:, :-1])
         out = self._logprobs(self.params, device_inputs, jnp.asarray(pos[:, 0]), jnp.asarray(pos[:, 1]))
         return np.asarray(out, dtype=np.float32)
+
+
+_ADAPT_STEPS: dict[tuple, object] = {}
+
+
+def _adapt_step(spec_name: str, config: dict, precision: str, recipe):
+    """Jitted step(params, buf, rows (R, T+1), weight (R,)) -> (params, buf): one SGD step of ``recipe`` on the mean
+    NLL of the rows with weight 1 (padding rows weigh 0); cached per (spec, config, precision, recipe)."""
+    key = (spec_name, json.dumps(config, sort_keys=True), precision, recipe)
+    if key not in _ADAPT_STEPS:
+        apply = make_apply(spec_name, config, PRECISIONS[precision])
+
+        def loss(params, rows, weight):
+            nll = token_nll(apply(params, rows[:, :-1]), rows[:, 1:])
+            return (nll * weight[:, None]).sum() / (weight.sum() * nll.shape[1])
+
+        def step(params, buf, rows, weight):
+            with jax.default_matmul_precision("highest"):
+                grads = jax.grad(loss)(params, rows, weight)
+            if recipe.grad_clip > 0:
+                norm = jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(grads)))
+                scale = jnp.minimum(1.0, recipe.grad_clip / (norm + 1e-6))
+                grads = jax.tree.map(lambda g: g * scale, grads)
+            buf = jax.tree.map(lambda b, g: recipe.momentum * b + g, buf, grads)
+            params = jax.tree.map(lambda p, b: p - recipe.lr * b, params, buf)
+            return params, buf
+
+        _ADAPT_STEPS[key] = jax.jit(step)
+    return _ADAPT_STEPS[key]
+
+
+class JaxAdapter(JaxScorer):
+    """A JaxScorer that also adapts (golfbench.harness.adapt.Adapter), the same update as the torch TorchAdapter:
+    ``adapt(tokens int32 (n,))`` takes ``recipe.steps`` SGD steps on the mean NLL (nats) of
+    ``adapt_rows(tokens, seq_len)`` (rows sharded over the devices, padding rows weighted 0), each: gradient
+    clipped to global L2 norm ``recipe.grad_clip``, buf <- momentum * buf + g, w <- w - lr * buf (buffer kept
+    across chunks); ``reset()`` restores the given weights and zeroes the buffer. Scoring never changes the weights.
+    """
+
+    def __init__(self, spec_name: str, config: dict, weights: dict[str, np.ndarray], precision: str, recipe):
+        super().__init__(spec_name, config, weights, None, precision)
+        self.recipe, self.seq_len = recipe, int(config["seq_len"])
+        self.initial = self.params
+        self.buf = jax.tree.map(jnp.zeros_like, self.params)
+        self._step = _adapt_step(spec_name, config, precision, recipe)
+
+    def adapt(self, tokens: np.ndarray) -> None:
+        """``recipe.steps`` SGD steps on ``tokens`` int (n >= 2,) (already scored: the evaluator guarantees it)."""
+        from golfbench.harness.adapt import adapt_rows
+
+        rows = check_tokens(adapt_rows(tokens, self.seq_len), self.vocab_size)
+        padded, n = self.place.pad_rows(rows)
+        weight = (np.arange(len(padded)) < n).astype(np.float32)
+        device_rows, device_weight = self.place.put_rows(padded), self.place.put_rows(weight)
+        for _ in range(self.recipe.steps):
+            self.params, self.buf = self._step(self.params, self.buf, device_rows, device_weight)
+
+    def reset(self) -> None:
+        """Back to the weights it was built with; momentum buffer zeroed."""
+        self.params = self.initial
+        self.buf = jax.tree.map(jnp.zeros_like, self.params)
 
 
 BACKEND = JaxBackend()

@@ -286,6 +286,58 @@ class TorchScorer:
         return out
 
 
+class TorchAdapter(TorchScorer):
+    """A TorchScorer that also adapts (golfbench.harness.adapt.Adapter): ``adapt(tokens int32 (n,))`` takes
+    ``recipe.steps`` SGD steps on the mean NLL (nats) of ``adapt_rows(tokens, seq_len)``, each step: gradient
+    over all rows (summed over micro-batches of at most ``max_tokens``), clipped to global L2 norm
+    ``recipe.grad_clip``, then buf <- momentum * buf + g and w <- w - lr * buf (torch.optim.SGD's momentum rule,
+    buffer kept across chunks); ``reset()`` restores the given weights and zeroes the buffer. Scoring never
+    changes the weights. The forward runs under the scorer's precision (bf16 autocast for "bf16"). The recipe is
+    the harness's (golfbench.harness.adapt.AdaptRecipe), the same update as the JAX backend's JaxAdapter.
+    """
+
+    def __init__(self, model: nn.Module, config: dict, device: torch.device, precision: str, recipe):
+        super().__init__(model, config["vocab_size"], device, precision)
+        self.recipe, self.seq_len = recipe, int(config["seq_len"])
+        self.params = [p for p in model.parameters()]
+        self.initial = [p.detach().clone() for p in self.params]
+        self.buf = [torch.zeros_like(p) for p in self.params]
+
+    def adapt(self, tokens: np.ndarray) -> None:
+        """``recipe.steps`` SGD steps on ``tokens`` int (n >= 2,) (already scored: the evaluator guarantees it)."""
+        from golfbench.harness.adapt import adapt_rows
+
+        rows = _tokens(adapt_rows(tokens, self.seq_len), self.vocab_size, self.device)
+        n_targets = rows.size(0) * (rows.size(1) - 1)
+        r = self.recipe
+        for _ in range(r.steps):
+            for p in self.params:
+                p.grad = None
+            for part in self._chunks(rows.size(0), rows.size(1) - 1):
+                chunk = rows[part]
+                with _score_autocast(self.device, self.amp):
+                    loss = self.model(chunk[:, :-1], chunk[:, 1:])
+                (loss * (chunk.size(0) * (chunk.size(1) - 1) / n_targets)).backward()
+            with torch.no_grad():
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+                if r.grad_clip > 0:
+                    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).float()
+                    scale = torch.clamp(r.grad_clip / (norm + 1e-6), max=1.0)
+                    grads = [g * scale for g in grads]
+                for p, g, b in zip(self.params, grads, self.buf):
+                    b.mul_(r.momentum).add_(g)
+                    p.sub_(r.lr * b)
+        for p in self.params:
+            p.grad = None
+
+    def reset(self) -> None:
+        """Back to the weights it was built with; momentum buffer zeroed."""
+        with torch.no_grad():
+            for p, w, b in zip(self.params, self.initial, self.buf):
+                p.copy_(w)
+                b.zero_()
+
+
 class TorchBackend:
     """The harness's Backend for PyTorch (golfbench.harness.backend.Backend): train, export, score and checkpoint."""
 
@@ -425,6 +477,17 @@ class TorchBackend:
         device = _device()
         model = _build_model(spec_name, config, weights, device)
         return TorchScorer(model, config["vocab_size"], device, precision)
+
+    def adapter(
+        self, spec_name: str, config: dict, weights: dict[str, np.ndarray], precision: str = "fp32", recipe=None
+    ) -> TorchAdapter:
+        """A TorchAdapter (score-first TTT, golfbench.harness.adapt) for ``weights`` at ``precision`` with the
+        harness's ``recipe`` (an AdaptRecipe). Works for every family (it trains on the model's own loss).
+        Raises GolfError as `scorer`."""
+        check_weights(get_spec(spec_name), config, weights)
+        device = _device()
+        model = _build_model(spec_name, config, weights, device)
+        return TorchAdapter(model, config, device, precision, recipe)
 
     def compiler_flops(self, state: TorchState, batch: np.ndarray) -> float:
         """FlopCounterMode's count for one training step of the global ``batch`` int32 (B, T+1), in FLOPs.
