@@ -329,6 +329,11 @@ def run_cmd(
         0, "--checkpoint-every", hidden=True, help="checkpoint every N steps (default: by track)"
     ),
     log_every: int = typer.Option(10, "--log-every", hidden=True, help="log the loss every N steps"),
+    codec: str = typer.Option(
+        "int8_per_row",
+        help="artifact codec: int8_per_row | int6_per_row | gptq_int6 (GPTQ calibrates on training data)",
+    ),
+    compressor: str = typer.Option("zstd-22", help="artifact compressor: zstd-22 | lzma | brotli"),
     as_json: bool = typer.Option(False, "--json", help="print result.json"),
 ):
     """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1"""
@@ -361,6 +366,8 @@ def run_cmd(
                 "prequant",
                 "checkpoint_every",
                 "log_every",
+                "codec",
+                "compressor",
             )  # fmt: skip
             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
         ]
@@ -370,6 +377,10 @@ def run_cmd(
                 " drop them (or start a new run)"
             )
     if resume is None:
+        from golfbench.harness.artifact import check_codec, check_compressor
+
+        codec = check_codec(codec)
+        check_compressor(compressor)
         preset = preset or runner.default_preset(model, scale)
         spec = runner.RunSpec(
             track=track,
@@ -388,6 +399,8 @@ def run_cmd(
             checkpoint_every=checkpoint_every,
             log_every=log_every,
             prequant=prequant,
+            codec=codec,
+            compressor=compressor,
         )
     if layout.world_size > 1 or layout.rdzv_endpoint:  # checked here for every process, then started
         result = launch(spec or runner.resume_spec(resume), layout, resume_dir=resume)
@@ -426,6 +439,9 @@ def print_result(result: dict) -> None:
         "eval_seconds",
         "eval_stride",
         "eval_precision",
+        "codec",
+        "compressor",
+        "calibration_seconds",
         "unofficial",
     ):
         value = result.get(key)
@@ -565,7 +581,13 @@ def artifact_inspect(
     with art.naming(artifact):
         loaded_meta = art.unpack(blob)[1]
         rows = art.entries(blob)
-    table = Table(title=escape(f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec int8)"))
+        kind = art.describe(blob)
+    table = Table(
+        title=escape(
+            f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec {kind['codec']},"
+            f" compressor {kind['compressor']})"
+        )
+    )
     for col in ("tensor", "shape", "codec", "stored bytes"):
         table.add_column(col, justify="right" if col == "stored bytes" else "left")
     for e in rows:
