@@ -479,13 +479,14 @@ def _brotli_decompress(blob: bytes, limit: int) -> bytes:
     pos = len(BROTLI_HEADER)
     try:
         while not dobj.is_finished():
-            if dobj.can_accept_more_data():
-                if pos >= len(blob):
-                    raise _corrupt("its brotli stream ends early")
+            if dobj.can_accept_more_data() and pos < len(blob):
                 out.write(dobj.process(blob[pos : pos + step], output_buffer_limit=cap))
                 pos += step
             else:
-                out.write(dobj.process(b"", output_buffer_limit=cap))
+                chunk = dobj.process(b"", output_buffer_limit=cap)
+                if not chunk and pos >= len(blob) and not dobj.is_finished() and dobj.can_accept_more_data():
+                    raise _corrupt("its brotli stream ends early")
+                out.write(chunk)
             if out.tell() > limit:
                 raise _bomb(limit)
     except brotli.error as exc:
