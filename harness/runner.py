@@ -188,6 +188,7 @@ class Run:
                 f"backend '{spec.backend}' does not implement model '{spec.model}' (it has: {', '.join(self.backend.models())})"
             )
         self.calibrate = CODECS[spec.codec].needs_hessians
+        self.hessians: dict | None = None  # GPTQ's input Hessians, set after calibration
         if self.calibrate and not callable(getattr(self.backend, "input_hessians", None)):
             raise GolfError(
                 f"codec '{spec.codec}' needs per-layer input Hessians, which backend '{spec.backend}' does not offer"
@@ -681,7 +682,8 @@ def finish(
         result.setdefault(key, None)
     if score and status in ("ok", "over_budget"):
         try:
-            _score(run, state, result, code_size, coll, hessians)
+            run.hessians = hessians  # read by _score (whose signature tests replace)
+            _score(run, state, result, code_size, coll)
         except GolfError as exc:
             result.update(status="failed", reason=str(exc))
         except Exception as exc:
@@ -708,7 +710,7 @@ def finish(
     return result
 
 
-def _score(run: Run, state, result: dict, code_size: int, coll: Collective, hessians: dict | None = None) -> None:
+def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> None:
     spec = run.spec
     main = coll.rank == 0
     weights = run.backend.export(state)
@@ -744,7 +746,7 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective, hess
         },
         codec=spec.codec,
         compressor=spec.compressor,
-        hessians=hessians,
+        hessians=run.hessians,
     )
     if main:
         atomic_write_bytes(run.dir / "artifact.golf", blob)
