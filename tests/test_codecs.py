@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import lzma
 import math
+import shutil
 
 import brotli
 import numpy as np
@@ -264,3 +265,28 @@ def test_gptq_brotli_run_records_codec_and_calibration_and_verifies(shakespeare_
     inspect = golf_ok("artifact", "inspect", d / "artifact.golf")
     assert "codec gptq_int6" in inspect.stdout and "compressor brotli" in inspect.stdout
     assert "int6_gptq" in inspect.stdout
+    # verify re-derives the codec from the artifact and the calibration charge from the log
+    for edit, check in (
+        ({"codec": "int6_per_row"}, "artifact-codec"),
+        ({"calibration_seconds": 0.0}, "calibration-claim"),
+    ):
+        copy = tmp_path / check
+        shutil.copytree(d, copy)
+        (copy / "result.json").write_text(json.dumps({**result, **edit}))
+        res = golf("verify", copy)
+        failed = [line[5:].split(":", 1)[0] for line in res.stderr.splitlines() if line.startswith("FAIL ")]
+        assert res.returncode == 1 and check in failed, res.stderr
+
+
+def test_the_loop_leaves_the_calibration_reserve_free():
+    from golfbench.harness.tracks import Budget
+
+    flops = Budget("flops", 100.0)
+    flops.charge(1.0, 10, 50.0)
+    assert flops.fits(10, 30.0, reserve=20.0) and not flops.fits(10, 30.0, reserve=20.5)
+    clock = Budget("seconds", 10.0)
+    clock.charge(2.0, 10, 1.0)  # the next step is predicted to take 2 s: 2 + 2 + reserve <= 10
+    assert clock.fits(10, 1.0, reserve=6.0) and not clock.fits(10, 1.0, reserve=6.5)
+    tokens = Budget("tokens", 100.0)
+    tokens.charge(1.0, 50, 1.0)  # fixed-data calibration re-reads trained tokens: nothing to reserve
+    assert tokens.fits(50, 1.0, reserve=1e9)
