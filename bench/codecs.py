@@ -53,6 +53,9 @@ def train(backend, model: str, config: dict, dataset: Dataset, budget: int, seed
 
 
 def bench_variant(name: str, overrides: dict, dataset: Dataset, budget: int, stride: int, seed: int) -> dict:
+    """Train llama/tiny with ``overrides`` on ``budget`` tokens, collect its Hessians on the calibration set, then pack,
+    load back and score (at ``stride`` tokens) every codec × compressor: the variant's record (bytes, val_bpb,
+    seconds, per-pair tensor codecs). Exits when two compressors' round trips of one codec differ."""
     model, preset = "llama", "tiny"
     spec = get_spec(model)
     config = spec.config(preset, overrides)
@@ -119,6 +122,7 @@ def bench_variant(name: str, overrides: dict, dataset: Dataset, budget: int, str
 
 
 def main() -> None:
+    """Parse the arguments, bench every variant, write the JSON and print a table per variant."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="data/shakespeare_sp1024")
     ap.add_argument("--out", default="bench/results/codecs.json")

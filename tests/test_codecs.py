@@ -290,3 +290,24 @@ def test_the_loop_leaves_the_calibration_reserve_free():
     tokens = Budget("tokens", 100.0)
     tokens.charge(1.0, 50, 1.0)  # fixed-data calibration re-reads trained tokens: nothing to reserve
     assert tokens.fits(50, 1.0, reserve=1e9)
+
+
+@pytest.mark.slow
+def test_codec_bench_records_every_pair(shakespeare_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from golf_helpers import ENV, ROOT
+
+    data = small_dataset(shakespeare_dir, tmp_path / "data")
+    out = tmp_path / "codecs.json"
+    cmd = [sys.executable, "bench/codecs.py", "--data", data, "--budget", "4096", "--variants", "llama/tiny"]
+    res = subprocess.run([*map(str, cmd), "--out", str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    (variant,) = json.loads(out.read_text())["variants"]
+    pairs = {(p["codec"], p["compressor"]): p for p in variant["pairs"]}
+    assert sorted(pairs) == sorted((c, z) for c in art.CODECS for z in art.COMPRESSORS)
+    assert all(p["bytes"] == p["model_bytes"] + variant["code_bytes"] for p in pairs.values())
+    assert variant["calibration_tokens"] == 16 * 256 and variant["hessians"] == 24
+    for codec in art.CODECS:  # the compressor never changes the weights
+        assert len({pairs[codec, z]["val_bpb"] for z in art.COMPRESSORS}) == 1
