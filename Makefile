@@ -51,6 +51,7 @@ rehearse: setup data
 
 bench: setup data
 	$(BIN)/python bench/cpu.py --data $(DATA) --out bench/results/cpu.json
+	$(BIN)/python bench/codecs.py --data $(DATA) --out bench/results/codecs.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

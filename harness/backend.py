@@ -52,6 +52,13 @@ class Backend(Protocol):
     """What a framework provides to the harness, reached by name through `get_backend`. Batches are int32
     (B, T+1); weights cross the boundary as fp32 numpy arrays under the canonical names and shapes of
     harness/models.py; states are opaque to the harness. Methods raise GolfError for what the user can fix.
+
+    Optional member (not required by this protocol; the runner looks for it): ``input_hessians(state, batches:
+    list[np.ndarray int32 (B, T+1)]) -> dict[str, np.ndarray float64 (in, in)]``, keyed by canonical weight name:
+    H = Σ x xᵀ over every input row x (float32, widened) reaching each 2-D weight used as a linear map while the
+    model runs forward in fp32 on the inputs ``[:, :-1]`` of each batch. GPTQ (codec ``gptq_int6``, Frantar et al.
+    2022) needs it; weights missing from the dict are rounded instead. A backend without it is refused for that
+    codec before training.
     """
 
     name: str

@@ -84,14 +84,19 @@ def _meta(spec: ModelSpec, preset: str, config: dict, backend: str) -> dict:
     }
 
 
-def estimate_artifact(spec: ModelSpec, preset: str, config: dict, codec: str = "int8") -> ArtifactEstimate:
-    """The model bytes ``codec`` would produce for ``spec``/``config`` (see the module docstring): one quantization
-    and one compression of the prior weights, with the metadata block a run writes. Raises GolfError for an
-    unknown codec."""
-    blob = pack(prior_weights(spec, config), spec.is_control, _meta(spec, preset, config, "torch"), codec=codec)
+def estimate_artifact(
+    spec: ModelSpec, preset: str, config: dict, codec: str = "int8_per_row", compressor: str = "zstd-22"
+) -> ArtifactEstimate:
+    """The model bytes ``codec`` + ``compressor`` would produce for ``spec``/``config`` (see the module docstring):
+    one quantization and one compression of the prior weights, with the metadata block a run writes. A codec that
+    needs Hessians (GPTQ) is estimated without them: its storage (bit-packed int6) is the same, only which values
+    are stored differs. Raises GolfError for an unknown codec or compressor."""
+    meta = _meta(spec, preset, config, "torch")
+    blob = pack(prior_weights(spec, config), spec.is_control, meta, codec=codec, compressor=compressor, hessians={})
     container, compressed = len(_decompress(blob)), len(blob)
-    # zstd's worst case on incompressible input: a 3-byte header per 128 KiB block plus the frame header
-    upper = container + 3 * (container // (128 * 1024) + 1) + 18
+    # worst case on incompressible input, for every compressor here: stored blocks cost at most 3 bytes per 64 KiB
+    # (zstd 3 per 128 KiB, xz 3 per 64 KiB, brotli less), plus frame headers, index and golfbench's 4-byte header
+    upper = container + 3 * (container // (64 * 1024) + 1) + 128
     return ArtifactEstimate(codec, compressed, max(upper, compressed))
 
 
@@ -115,9 +120,10 @@ def report(
     code_bytes: dict[str, int],
     tokens_per_second: float | None = None,
     codecs: list[str] | None = None,
+    compressor: str = "zstd-22",
 ) -> dict:
     """The `golf budget` report as a dict: model, preset, config, param_count, flops_per_token (dict), batch,
-    artifact (per codec: estimate/upper model bytes), code_bytes (per backend), and per track
+    artifact (per codec, with ``compressor``: estimate/upper model bytes), code_bytes (per backend), and per track
     (``tracks``): budget kind and value at ``scale``, tokens and steps it buys (None for a wallclock budget
     without ``tokens_per_second``), and per codec and backend the estimated total and whether it fits the cap
     (``fits``: "yes" when even the upper bound fits, "likely" when the estimate fits, "no" otherwise).
@@ -137,7 +143,7 @@ def report(
     seq_len = int(config["seq_len"])
     batch_tokens = max(1, int(config["train_batch_tokens"]) // seq_len) * seq_len
     codecs = codecs or list(CODECS)
-    artifact = {c: estimate_artifact(spec, preset, config, c) for c in codecs}
+    artifact = {c: estimate_artifact(spec, preset, config, c, compressor) for c in codecs}
     tracks = []
     for track in list_tracks():
         if scale not in track.scales:
@@ -178,6 +184,7 @@ def report(
         "flops_per_token": fpt,
         "batch_tokens": batch_tokens,
         "tokens_per_second": tokens_per_second,
+        "compressor": compressor,
         "artifact": {c: a.__dict__ for c, a in artifact.items()},
         "code_bytes": code_bytes,
         "tracks": tracks,

@@ -300,6 +300,7 @@ def budget_cmd(
     tokens_per_second: Optional[float] = typer.Option(
         None, "--tokens-per-second", help="measured throughput (a run's tokens_per_second) to price a wallclock budget"
     ),
+    compressor: str = typer.Option("zstd-22", help="artifact compressor: zstd-22 | lzma | brotli"),
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
 ):
     """Before training: parameters, FLOPs per token, estimated artifact bytes per codec, what each track's budget
@@ -338,7 +339,10 @@ def budget_cmd(
         code[name] = code_bytes(b.code_files(model))
     if not code:
         raise GolfError(f"no installed backend implements '{model}' ({', '.join(missing) or 'none'} not installed)")
-    rep = budget.report(model, preset, _parse_sets(sets), scale, code, tokens_per_second)
+    from golfbench.harness.artifact import check_compressor
+
+    check_compressor(compressor)
+    rep = budget.report(model, preset, _parse_sets(sets), scale, code, tokens_per_second, compressor=compressor)
     if as_json:
         _print_json(rep)
         return
@@ -347,7 +351,7 @@ def budget_cmd(
         f" {rep['flops_per_token']['total']:.4g} training FLOPs/token, batch {rep['batch_tokens']:,} tokens,"
         f" code {', '.join(f'{b} {n:,} B' for b, n in code.items())}"
     )
-    at = Table(title="estimated model bytes (compressed artifact without code)")
+    at = Table(title=f"estimated model bytes (compressed with {compressor}, without code)")
     for col in ("codec", "estimate", "upper bound"):
         at.add_column(col, justify="left" if col == "codec" else "right")
     for c, a in rep["artifact"].items():
@@ -421,6 +425,11 @@ def run_cmd(
         "--adapt",
         help="score-first test-time adaptation of the artifact's score: none | sgd (if the track allows)",
     ),
+    codec: str = typer.Option(
+        "int8_per_row",
+        help="artifact codec: int8_per_row | int6_per_row | gptq_int6 (GPTQ calibrates on training data)",
+    ),
+    compressor: str = typer.Option("zstd-22", help="artifact compressor: zstd-22 | lzma | brotli"),
     as_json: bool = typer.Option(False, "--json", help="print result.json"),
 ):
     """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1"""
@@ -454,6 +463,8 @@ def run_cmd(
                 "checkpoint_every",
                 "log_every",
                 "adapt",
+                "codec",
+                "compressor",
             )  # fmt: skip
             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
         ]
@@ -463,6 +474,10 @@ def run_cmd(
                 " drop them (or start a new run)"
             )
     if resume is None:
+        from golfbench.harness.artifact import check_codec, check_compressor
+
+        codec = check_codec(codec)
+        check_compressor(compressor)
         preset = preset or runner.default_preset(model, scale)
         spec = runner.RunSpec(
             track=track,
@@ -482,6 +497,8 @@ def run_cmd(
             log_every=log_every,
             prequant=prequant,
             adapt=adapt,
+            codec=codec,
+            compressor=compressor,
         )
     if layout.world_size > 1 or layout.rdzv_endpoint:  # checked here for every process, then started
         result = launch(spec or runner.resume_spec(resume), layout, resume_dir=resume)
@@ -520,6 +537,9 @@ def print_result(result: dict) -> None:
         "eval_seconds",
         "eval_stride",
         "eval_precision",
+        "codec",
+        "compressor",
+        "calibration_seconds",
         "unofficial",
     ):
         value = result.get(key)
@@ -674,7 +694,13 @@ def artifact_inspect(
     with art.naming(artifact):
         loaded_meta = art.unpack(blob)[1]
         rows = art.entries(blob)
-    table = Table(title=escape(f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec int8)"))
+        kind = art.describe(blob)
+    table = Table(
+        title=escape(
+            f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec {kind['codec']},"
+            f" compressor {kind['compressor']})"
+        )
+    )
     for col in ("tensor", "shape", "codec", "stored bytes"):
         table.add_column(col, justify="right" if col == "stored bytes" else "left")
     for e in rows:

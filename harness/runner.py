@@ -19,7 +19,7 @@ import numpy as np
 
 from golfbench.harness import code, progress
 from golfbench.harness.adapt import adapt_token_count, get_recipe
-from golfbench.harness.artifact import pack, size_report
+from golfbench.harness.artifact import CODECS, check_codec, check_compressor, pack, size_report
 from golfbench.harness.backend import get_backend
 from golfbench.harness.cohort import dataset_content_sha256, dataset_full_sha256
 from golfbench.harness.data.dataset import Dataset
@@ -53,6 +53,8 @@ from golfbench.harness.scoring import load_artifact_model, score_weights, score_
 from golfbench.harness.tracks import Budget, load_track, lr_scale
 
 CHECKPOINT = "checkpoint"
+CALIBRATION_SEQS = 64  # GPTQ calibration sequences (of seq_len tokens) drawn from the training data
+CALIBRATION_RESERVE_FACTOR = 1.5  # wallclock: the loop leaves this multiple of the measured calibration time free
 
 
 @dataclass
@@ -80,6 +82,8 @@ class RunSpec:
     force: bool = False
     prequant: bool | None = None  # also score the weights before quantization (default: the track's rule)
     adapt: str = "none"  # score-first test-time adaptation recipe (harness/adapt.py RECIPES) for the artifact's score
+    codec: str = "int8_per_row"  # harness/artifact.py CODECS: a submission's choice, official with any value
+    compressor: str = "zstd-22"  # harness/artifact.py COMPRESSORS
 
     @property
     def unofficial(self) -> bool:
@@ -129,6 +133,8 @@ class Run:
         self.config = self.model_spec.config(spec.preset, spec.overrides)
         # record overrides as parsed (`--set swiglu=false` is the bool False in run.json, never the text)
         spec.overrides = {key: self.config[key] for key in spec.overrides}
+        spec.codec = check_codec(spec.codec)
+        check_compressor(spec.compressor)
         if spec.eval_stride is not None and spec.eval_stride < 1:
             raise GolfError(f"--eval-stride must be a positive number of tokens, got {spec.eval_stride}")
         run_id = spec.run_id or default_run_id(
@@ -182,6 +188,13 @@ class Run:
         if spec.model not in self.backend.models():
             raise GolfError(
                 f"backend '{spec.backend}' does not implement model '{spec.model}' (it has: {', '.join(self.backend.models())})"
+            )
+        self.calibrate = CODECS[spec.codec].needs_hessians
+        self.hessians: dict | None = None  # GPTQ's input Hessians, set after calibration
+        if self.calibrate and not callable(getattr(self.backend, "input_hessians", None)):
+            raise GolfError(
+                f"codec '{spec.codec}' needs per-layer input Hessians, which backend '{spec.backend}' does not offer"
+                " (no input_hessians); choose --codec int6_per_row or int8_per_row"
             )
         self.limit = spec.budget if spec.budget is not None else float(self.scale["budget"])
         self.stride = spec.eval_stride or int(self.scale["eval_stride"])
@@ -318,6 +331,8 @@ class Run:
             "code_sha256": self.code_sha256,
             "world_size": self.world_size,
             "overrides": self.spec.overrides,
+            "codec": self.spec.codec,
+            "compressor": self.spec.compressor,
             "budget": {"kind": self.track.budget_kind, "limit": self.limit, "track_default": self.scale["budget"]},
             "unofficial": self.spec.unofficial,
             "eval": {
@@ -498,6 +513,17 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
     status, reason, last_loss = "ok", None, float("nan")
     plan = fixed_data_plan(run.limit, run.seq_len, run.batch_seqs) if kind == "tokens" else None
     clock = _clock(coll.rank)
+    calib_rows = _calibration_rows(run, budget) if run.calibrate else 0
+    # Room the loop leaves for GPTQ calibration, charged after it: its forward FLOPs (a third of the training
+    # FLOPs per token), or on the wallclock its time measured on synthetic tokens now (untimed, like warm-up).
+    reserve = 0.0
+    if calib_rows and kind == "flops":
+        reserve = fpt / 3 * calib_rows * run.seq_len
+    elif calib_rows and kind == "seconds":
+        synth = _synthetic_batch(calib_rows, run.seq_len, run.config["vocab_size"], spec.seed)
+        t0 = clock()
+        backend.input_hessians(state, _row_chunks(synth, run.batch_seqs))
+        reserve = CALIBRATION_RESERVE_FACTOR * float(coll.broadcast([clock() - t0])[0])
 
     def next_rows() -> int:
         if plan is None:
@@ -509,7 +535,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
             update(budget.spent())
             while True:
                 rows = next_rows()
-                fits = rows > 0 and budget.fits(rows * run.seq_len, fpt * rows * run.seq_len)
+                fits = rows > 0 and budget.fits(rows * run.seq_len, fpt * rows * run.seq_len, reserve)
                 go, scale = coll.broadcast([1.0 if fits else 0.0, lr_scale(budget.progress(), warmdown)])
                 if go == 0.0:
                     break
@@ -562,9 +588,56 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
 
     if budget.steps == 0 and status == "ok":
         status, reason = "failed", "the budget did not allow a single training step"
+    calibration = {"calibration_seconds": 0.0, "calibration_tokens": 0, "calibration_flops": 0.0}
+    hessians = None
+    if run.calibrate and status == "ok":
+        hessians, calibration = _calibrate(run, state, budget, stream, clock, coll)
     if status == "ok" and budget.over():
         status, reason = "over_budget", f"training used {budget.spent():g} {kind}, over the limit {run.limit:g}"
-    return finish(run, state, budget, status, reason, coll)
+    return finish(run, state, budget, status, reason, coll, hessians=hessians, calibration=calibration)
+
+
+def _calibration_rows(run: Run, budget: Budget) -> int:
+    """How many calibration sequences GPTQ gets: CALIBRATION_SEQS, and on the fixed-data track no more than the
+    budget's whole sequences (they re-read the first tokens trained on, so no token outside the budget is seen)."""
+    if run.track.budget_kind == "tokens":
+        return max(1, min(CALIBRATION_SEQS, int(run.limit) // run.seq_len))
+    return CALIBRATION_SEQS
+
+
+def _row_chunks(batch: np.ndarray, rows: int) -> list[np.ndarray]:
+    """``batch`` (B, T+1) in pieces of at most ``rows`` rows (one training batch: what fits in memory)."""
+    return [batch[i : i + rows] for i in range(0, len(batch), rows)]
+
+
+def _calibrate(run: Run, state, budget: Budget, stream: BatchStream, clock, coll: Collective) -> tuple[dict, dict]:
+    """GPTQ calibration after the loop, on TRAINING data only, charged to the training budget.
+
+    Wallclock and FLOP tracks: the next CALIBRATION_SEQS sequences of the training stream. Fixed-data: the first
+    sequences of the training stream again (tokens already inside the budget, so nothing past it is read).
+    The seconds (rank 0's clock, broadcast) go to ``budget.seconds`` and the analytic forward FLOPs (a third of the
+    training FLOPs per token) to ``budget.flops``; calibration tokens are not training tokens and are recorded
+    apart. Returns (hessians {canonical name: float64 (in, in)}, the result's calibration fields).
+    """
+    rows = _calibration_rows(run, budget)
+    if run.track.budget_kind == "tokens":
+        rows = max(1, min(rows, budget.tokens // run.seq_len))
+        source = BatchStream(run.dataset.train_paths, rows, run.seq_len, start_tokens=0, wrap=False)
+    else:
+        source = stream
+    t0 = clock()
+    batch = source.next(rows)
+    hessians = run.backend.input_hessians(state, _row_chunks(batch, run.batch_seqs))
+    seconds = float(coll.broadcast([clock() - t0])[0])
+    tokens = rows * run.seq_len
+    flops = run.flops_per_token["total"] / 3 * tokens
+    budget.seconds += seconds
+    budget.flops += flops
+    if coll.rank == 0:
+        EventLog(run.dir / "events.jsonl").append(
+            {"event": "calibration", "seconds": seconds, "tokens": tokens, "flops": flops, "layers": len(hessians)}
+        )
+    return hessians, {"calibration_seconds": seconds, "calibration_tokens": tokens, "calibration_flops": flops}
 
 
 def _compiler_flops(backend, state, synth: np.ndarray) -> float | None:
@@ -579,9 +652,20 @@ def _compiler_flops(backend, state, synth: np.ndarray) -> float | None:
 
 
 def finish(
-    run: Run, state, budget: Budget, status: str, reason: str | None, coll: Collective, score: bool = True
+    run: Run,
+    state,
+    budget: Budget,
+    status: str,
+    reason: str | None,
+    coll: Collective,
+    score: bool = True,
+    hessians: dict | None = None,
+    calibration: dict | None = None,
 ) -> dict:
     """Every process: export, check the replicas agree, pack and score (sharded); process 0 writes the records.
+
+    ``hessians`` (from ``_calibrate``) feed a GPTQ codec; ``calibration`` holds the result's calibration_seconds,
+    calibration_tokens and calibration_flops (zeros when the codec needs none).
 
     Raises GolfError when the processes' weights differ (the replicas drifted apart) or when the result record
     would break harness/schemas/result.schema.json (an internal error).
@@ -624,6 +708,9 @@ def finish(
         "eval_adaptation": run.eval_adaptation,
         "adapt_recipe": spec.adapt,
         "adapt_params": run.adapt_recipe.to_dict() if run.adapt_recipe else None,
+        "codec": spec.codec,
+        "compressor": spec.compressor,
+        **(calibration or {"calibration_seconds": 0.0, "calibration_tokens": 0, "calibration_flops": 0.0}),
     }
     for key in (
         "val_bpb",
@@ -642,6 +729,7 @@ def finish(
         result.setdefault(key, None)
     if score and status in ("ok", "over_budget"):
         try:
+            run.hessians = hessians  # read by _score (whose signature tests replace)
             _score(run, state, result, code_size, coll)
         except GolfError as exc:
             result.update(status="failed", reason=str(exc))
@@ -703,6 +791,9 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
             "backend": spec.backend,
             "run_id": run.run_id,
         },
+        codec=spec.codec,
+        compressor=spec.compressor,
+        hessians=run.hessians,
     )
     if main:
         atomic_write_bytes(run.dir / "artifact.golf", blob)

@@ -210,16 +210,17 @@ class Budget:
         self.steps += 1
         self._step_seconds.append(seconds)
 
-    def fits(self, step_tokens: int, step_flops: float) -> bool:
-        """Would one more step of this size stay within the limit?"""
+    def fits(self, step_tokens: int, step_flops: float, reserve: float = 0.0) -> bool:
+        """Would one more step of this size stay within the limit, leaving ``reserve`` (in the budget's own unit:
+        seconds or FLOPs; ignored for tokens) free for work charged after the loop (GPTQ calibration)?"""
         if self.kind == "tokens":
             return self.tokens + step_tokens <= self.limit
         if self.kind == "flops":
-            return self.flops + step_flops <= self.limit
+            return self.flops + step_flops + reserve <= self.limit
         # Wallclock: predict from the recent step times so the last step does not overrun the clock.
         recent = self._step_seconds[-5:]
         estimate = max(recent) if recent else 0.0
-        return self.seconds + estimate <= self.limit
+        return self.seconds + estimate + reserve <= self.limit
 
     def over(self) -> bool:
         """True when the spent amount passed the limit (1e-9 relative slack for float round-off)."""

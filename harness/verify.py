@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from golfbench.harness.artifact import CAP_BYTES
+from golfbench.harness.artifact import CAP_BYTES, describe
 from golfbench.harness.code import SNAPSHOT_DIR, code_bytes, code_digest, snapshot_files
 from golfbench.harness.data.dataset import Dataset
 from golfbench.harness.data.dataset import verify as verify_dataset
@@ -93,15 +93,30 @@ def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) 
     claimed = {"seconds": result["train_seconds"], "tokens": result["train_tokens"], "flops": result["train_flops"]}[
         kind
     ]
+    # GPTQ calibration after the loop is charged to the budget too (seconds and FLOPs; it trains on no tokens)
+    calib = [e for e in events if e.get("event") == "calibration"]
+    extra = float(calib[-1].get({"seconds": "seconds", "tokens": "", "flops": "flops"}[kind], 0.0)) if calib else 0.0
+    v.check(
+        "calibration-claim",
+        math.isclose(
+            float(calib[-1]["seconds"]) if calib else 0.0,
+            float(result.get("calibration_seconds", 0.0)),
+            rel_tol=1e-9,
+            abs_tol=1e-9,
+        ),
+        f"result claims {result.get('calibration_seconds', 0.0):g} s of calibration, the log shows"
+        f" {float(calib[-1]['seconds']) if calib else 0.0:g}",
+    )
+    spent = float(last[key]) + extra
     v.check(
         "budget",
-        float(last[key]) <= limit * (1 + 1e-9),
-        f"the log shows {last[key]:g} {kind}, over the limit {limit:g}",
+        spent <= limit * (1 + 1e-9),
+        f"the log shows {spent:g} {kind}, over the limit {limit:g}",
     )
     v.check(
         "budget-claim",
-        math.isclose(float(last[key]), float(claimed), rel_tol=1e-9, abs_tol=1e-9),
-        f"result claims {claimed:g} {kind} but the log ends at {last[key]:g}",
+        math.isclose(spent, float(claimed), rel_tol=1e-9, abs_tol=1e-9),
+        f"result claims {claimed:g} {kind} but the log ends at {spent:g}",
     )
     v.check(
         "steps",
@@ -301,6 +316,17 @@ def _verify_files(
         )
         cap = _track_cap(manifest)  # the track's rule, never a number the result file states for itself
         v.check("cap", total <= cap, f"artifact total {total:,} bytes is over the {cap:,}-byte cap")
+        try:  # the codec and compressor as the artifact itself states them (records before the fields: defaults)
+            kind = describe(blob)
+            claim = {k: result.get(k, d) for k, d in (("codec", "int8_per_row"), ("compressor", "zstd-22"))}
+            v.check(
+                "artifact-codec",
+                kind == claim,
+                f"artifact.golf is {kind['codec']}/{kind['compressor']}, result claims"
+                f" {claim['codec']}/{claim['compressor']}",
+            )
+        except GolfError as exc:
+            v.check("artifact-codec", False, str(exc))
 
     _budget_check(v, result, manifest, read_events(run_dir / "events.jsonl"))
 

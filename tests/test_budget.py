@@ -35,9 +35,9 @@ def test_budget_json_counts_match_the_spec_and_the_track_files():
     assert by_track["flop-budget"]["steps"] == math.ceil(by_track["flop-budget"]["tokens"] / 524_288)
     assert by_track["wallclock-10min"]["tokens"] is None  # no throughput given: not guessed
     code = rep["code_bytes"]["torch"]
-    est = rep["artifact"]["int8"]
+    est = rep["artifact"]["int8_per_row"]
     assert est["estimate"] <= est["upper"]
-    fit = by_track["fixed-data"]["artifact"]["int8@torch"]
+    fit = by_track["fixed-data"]["artifact"]["int8_per_row@torch"]
     assert fit["total_bytes"] == est["estimate"] + code and fit["cap_bytes"] == 16_000_000
     # parameter-golf's trained baseline: int8 per row + zlib-9 gave ~15.8 MB; the prior lands within 5% of it
     assert abs(est["estimate"] - 15_800_000) / 15_800_000 < 0.05
@@ -52,7 +52,7 @@ def test_budget_prices_a_wallclock_budget_from_a_throughput():
     wall = next(t for t in rep["tracks"] if t["track"] == "wallclock-10min")
     seconds = tomllib.loads((ROOT / "tracks" / "wallclock-10min.toml").read_text())["dev"]["budget"]
     assert wall["tokens"] == math.floor(seconds * 1000 / 256) * 256
-    assert wall["artifact"]["int8@torch"]["fits"] == "yes"  # a tiny model fits even incompressible
+    assert wall["artifact"]["int8_per_row@torch"]["fits"] == "yes"  # a tiny model fits even incompressible
 
 
 def test_budget_says_no_when_the_config_cannot_fit():
@@ -61,7 +61,7 @@ def test_budget_says_no_when_the_config_cannot_fit():
             "budget", "llama", "--preset", "baseline", "--set", "model_dim=1024", "--backend", "torch", "--json"
         ).stdout
     )
-    assert all(t["artifact"]["int8@torch"]["fits"] == "no" for t in rep["tracks"])
+    assert all(t["artifact"]["int8_per_row@torch"]["fits"] == "no" for t in rep["tracks"])
 
 
 @pytest.mark.parametrize(
@@ -91,6 +91,6 @@ def test_estimate_is_within_2_percent_of_a_trained_tiny_artifact(target, shakesp
     res = json.loads(result.read_text())
     assert res["train_tokens"] == 262_144  # the full dev budget: a trained model, not an initial one
     rep = json.loads(golf_ok("budget", model, "--scale", "dev", "--backend", backend, "--json").stdout)
-    est = rep["artifact"]["int8"]["estimate"]
+    est = rep["artifact"]["int8_per_row"]["estimate"]
     assert abs(est - res["model_bytes"]) / res["model_bytes"] < 0.02, (est, res["model_bytes"])
-    assert res["model_bytes"] <= rep["artifact"]["int8"]["upper"]
+    assert res["model_bytes"] <= rep["artifact"]["int8_per_row"]["upper"]

@@ -28,6 +28,7 @@ from golfbench.backends.jax.runtime import (
     Placement,
     Trainer,
     host_value,
+    input_hessians,
     make_apply,
     make_trainer,
     score_fns,
@@ -224,6 +225,12 @@ class JaxBackend:
             return flops if flops and flops > 0 else None
         except Exception:  # the count is a cross-check; never let it stop a run
             return None
+
+    def input_hessians(self, state: JaxState, batches: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """GPTQ's per-layer input Hessians (Backend.input_hessians): {canonical weight name: float64 (in, in)}
+        H = Σ x xᵀ over the inputs of every Linear, from this process's params (runtime.input_hessians)."""
+        tr = state.trainer
+        return input_hessians(tr.spec_name, tr.config, self.export(state), batches)
 
     # -- scoring --------------------------------------------------------------------------------------------
 

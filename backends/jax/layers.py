@@ -31,6 +31,11 @@ def matmul_t(x: jax.Array, w: jax.Array, dtype, out_dtype=None) -> jax.Array:
     return y.astype(out_dtype or dtype)
 
 
+# Set only while runtime.input_hessians runs a model eagerly: called with (the Linear, its input) on every call. None
+# during training and scoring, where it is never looked at inside a trace, so it costs nothing there.
+INPUT_TAP = None
+
+
 class Linear(nnx.Module):
     """y = x @ weight.T (+ bias), weight stored (out, in) like torch so the canonical form needs no transpose."""
 
@@ -40,6 +45,8 @@ class Linear(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if INPUT_TAP is not None:
+            INPUT_TAP(self, x)
         y = matmul_t(x, self.weight[...], self.dtype)
         if self.bias is not None:
             y = (y.astype(jnp.float32) + self.bias[...]).astype(self.dtype)

@@ -70,6 +70,39 @@ def make_apply(spec_name: str, config: dict, dtype=None) -> Callable[[dict, jax.
     return apply
 
 
+def input_hessians(spec_name: str, config: dict, params: dict, batches: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """GPTQ's per-layer input Hessians: for every ``layers.Linear`` of the model (canonical name ``<path>.weight``),
+    H = Σ x xᵀ, float64 (in, in), over every input row x reaching it while the model runs forward in fp32 on the
+    inputs ``[:, :-1]`` of ``batches`` (int32 (B, T+1) each). The model runs eagerly (op by op, no jit) with
+    ``layers.INPUT_TAP`` set, so each Linear hands over its concrete input; weights used outside a Linear (a tied
+    LM head, an embedding) get none. Raises GolfError when a Linear is called inside a traced transform (its input
+    is not concrete), which a model used here must not do.
+    """
+    from golfbench.backends.jax import layers
+
+    graphdef = nnx.graphdef(abstract_model(spec_name, config, jnp.float32))
+    state = nnx.from_flat_state([(param_paths(n), jnp.asarray(params[n], jnp.float32)) for n in sorted(params)])
+    model = nnx.merge(graphdef, state)
+    names = {id(m): path_name(p) + ".weight" for p, m in nnx.iter_graph(model) if isinstance(m, layers.Linear)}
+    sums: dict[str, np.ndarray] = {}
+
+    def tap(module, x) -> None:
+        if isinstance(x, jax.core.Tracer):
+            raise GolfError(f"{spec_name}: a Linear runs inside a traced transform; its input Hessian cannot be taken")
+        a = np.asarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+        name = names[id(module)]
+        part = (a.T @ a).astype(np.float64)
+        sums[name] = sums[name] + part if name in sums else part
+
+    layers.INPUT_TAP = tap
+    try:
+        for batch in batches:
+            model(jnp.asarray(np.asarray(batch)[:, :-1]))
+    finally:
+        layers.INPUT_TAP = None
+    return dict(sorted(sums.items()))
+
+
 _SCORE_FNS: dict[tuple, tuple] = {}
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}  # scoring precision (a track rule) -> compute dtype
 

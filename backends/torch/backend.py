@@ -464,6 +464,40 @@ class TorchBackend:
             for name in get_spec(state.spec_name).shapes(state.config)
         }
 
+    def input_hessians(self, state: TorchState, batches: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """GPTQ's per-layer input Hessians (Backend.input_hessians): for every ``nn.Linear`` whose weight is a
+        canonical tensor, H = Σ x xᵀ (float64 (in, in)) over every input row x that reaches it while the plain
+        model runs forward, in fp32 with no autocast, on ``batches`` (int32 (B, T+1) each; the inputs are
+        ``[:, :-1]``). Forward pre-hooks on those modules; weights used outside an ``nn.Linear`` (a tied LM head,
+        an embedding) get none. Each product is taken in fp32 per micro-batch and summed in float64.
+        """
+        canonical = set(get_spec(state.spec_name).shapes(state.config))
+        sums: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def hook_for(name: str):
+            def hook(module, args):
+                x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+                part = (x.T @ x).double()
+                sums[name] = sums[name] + part if name in sums else part
+
+            return hook
+
+        for prefix, module in state.model.named_modules():
+            if isinstance(module, nn.Linear) and f"{prefix}.weight" in canonical:
+                handles.append(module.register_forward_pre_hook(hook_for(f"{prefix}.weight")))
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    tokens = _tokens(batch, state.config["vocab_size"], state.device)
+                    rows = _micro_rows(state, tokens.shape)
+                    for r0 in range(0, tokens.shape[0], rows):
+                        state.model(tokens[r0 : r0 + rows, :-1])
+        finally:
+            for h in handles:
+                h.remove()
+        return {name: h.cpu().numpy() for name, h in sorted(sums.items())}
+
     # -- evaluation ----------------------------------------------------------------------------------------
 
     def scorer(
