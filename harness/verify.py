@@ -68,7 +68,7 @@ class Verdict:
 
 def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) -> None:
     kind, limit = manifest["budget"]["kind"], float(manifest["budget"]["limit"])
-    steps = [e for e in events if "step" in e]
+    steps = [e for e in events if "step" in e and e.get("event") is None]  # train steps (not val-curve points)
     if not v.check("events", bool(steps), "events.jsonl holds no training step"):
         return
     last = steps[-1]

@@ -429,7 +429,7 @@ def _wallclock(out: Path, data: Path, skew: str) -> tuple[dict, list[dict], floa
     result = json.loads(res.stdout)
     d = next((out / "wallclock-10min" / "dev").iterdir())
     events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines()]
-    return result, [e for e in events if "step" in e], wall
+    return result, [e for e in events if "loss" in e], wall
 
 
 @pytest.mark.slow
