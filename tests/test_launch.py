@@ -146,6 +146,9 @@ def test_child_arguments_rebuild_the_same_spec(monkeypatch, prequant):
         log_every=2,
         force=True,
         prequant=prequant,
+        val_points=3,
+        log_to=["tensorboard", "wandb"],
+        log_dir="logs",
     )
     seen = []
     monkeypatch.setattr(runner, "execute", lambda s: seen.append(s) or {"status": "ok"})
