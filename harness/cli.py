@@ -430,11 +430,21 @@ def run_cmd(
         result = runner.resume(resume)
     else:
         result = runner.execute(spec)
-    if not as_json:
-        print_result(result, console=err)
-    _print_result_line(result)
+    if _reports_result():
+        if not as_json:
+            print_result(result, console=err)
+        _print_result_line(result)
     if result.get("status") != "ok":
         raise typer.Exit(1)
+
+
+def _reports_result() -> bool:
+    """Whether this `golf run` process reports the result: not a process started by a `golf run` launcher (its
+    parent reports) and not a non-zero rank under a hand-started torchrun (process 0 reports)."""
+    from golfbench.harness.distributed import env_rank
+    from golfbench.harness.launch import ERROR_DIR_ENV
+
+    return not os.environ.get(ERROR_DIR_ENV) and env_rank() == 0
 
 
 def _print_result_line(result: dict) -> None:
