@@ -29,6 +29,7 @@ data: setup
 demo: setup data
 	$(BIN)/golf compare megalodon@jax llama@torch --track fixed-data --scale dev --seeds 2 --data $(DATA) --out runs
 	$(BIN)/golf leaderboard --runs runs --format md
+	@echo "train and val curves (BPB against tokens, seconds, FLOPs): runs/fixed-data/dev/compare.png and each run's loss.png"
 
 test: setup
 	$(BIN)/ruff check .
