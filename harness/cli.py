@@ -84,6 +84,14 @@ def _print_json(obj) -> None:
     sys.stdout.write(dumps(obj) + "\n")
 
 
+def _dataset_report(path: Path) -> dict:
+    """What `golf data build/fetch --json` print: the dataset folder, its manifest's sha256 and the manifest."""
+    from golfbench.harness.data.dataset import Dataset
+
+    dataset = Dataset.open(Path(path))
+    return {"path": str(path), "manifest_sha256": dataset.manifest_sha256, "manifest": dataset.manifest}
+
+
 def _parse_sets(sets: list[str] | None) -> dict:
     """``--set key=value`` items -> {key: value}. A value that is JSON (6, 1e-3, true, "6") is decoded, any
     other is kept as text (False, .04); ModelSpec.config then parses each by its field's type (bools only
@@ -113,6 +121,7 @@ def data_build(
     allow_lossy: bool = typer.Option(
         False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"
     ),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: the dataset's path and manifest"),
 ):
     """Build an embedded dataset. Example: golf data build shakespeare --out data/shakespeare_sp1024"""
     if name != "shakespeare":
@@ -122,7 +131,10 @@ def data_build(
     from golfbench.harness.data import shakespeare
 
     path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"), allow_lossy=allow_lossy)
-    out.print(f"built {path}")
+    if as_json:
+        _print_json(_dataset_report(path))
+    else:
+        out.print(f"built {path}")
 
 
 @data_app.command("fetch")
@@ -139,6 +151,7 @@ def data_fetch(
     allow_lossy: bool = typer.Option(
         False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"
     ),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: the dataset's path and manifest"),
 ):
     """Fetch the parameter-golf FineWeb export. Example: golf data fetch fineweb --variant sp1024 --train-shards 2"""
     if name != "fineweb":
@@ -155,7 +168,10 @@ def data_fetch(
         repo_id=repo_id,
         allow_lossy=allow_lossy,
     )
-    out.print(f"fetched {path}")
+    if as_json:
+        _print_json(_dataset_report(path))
+    else:
+        out.print(f"fetched {path}")
 
 
 @data_app.command("verify")
@@ -430,9 +446,22 @@ def run_cmd(
         help="artifact codec: int8_per_row | int6_per_row | gptq_int6 (GPTQ calibrates on training data)",
     ),
     compressor: str = typer.Option("zstd-22", help="artifact compressor: zstd-22 | lzma | brotli"),
-    as_json: bool = typer.Option(False, "--json", help="print result.json"),
+    val_points: int = typer.Option(
+        10,  # runner.VAL_POINTS
+        "--val-points",
+        help="val-curve points: the fixed val subset scored at k/N of the budget, untimed (0: none)",
+    ),
+    log_to: Optional[List[str]] = typer.Option(
+        None, "--log-to", help="also stream to wandb | tensorboard (repeatable; pip install 'golfbench[wandb]')"
+    ),
+    log_dir: Optional[Path] = typer.Option(
+        None, "--log-dir", help="where --log-to trackers write (default: the run directory)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="stdout is only the result line (no table on stderr)"),
 ):
-    """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1"""
+    """Train, export, score. Example: golf run --track fixed-data --scale dev --backend jax --model megalodon --seed 1
+
+    Progress and the result table go to stderr; stdout's last line is always the result as one line of JSON."""
     from golfbench.harness import runner
     from golfbench.harness.launch import Layout, launch
     from golfbench.harness.tracks import parse_budget
@@ -465,6 +494,9 @@ def run_cmd(
                 "adapt",
                 "codec",
                 "compressor",
+                "val_points",
+                "log_to",
+                "log_dir",
             )  # fmt: skip
             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
         ]
@@ -499,6 +531,9 @@ def run_cmd(
             adapt=adapt,
             codec=codec,
             compressor=compressor,
+            val_points=val_points,
+            log_to=list(log_to or []),
+            log_dir=str(log_dir) if log_dir else None,
         )
     if layout.world_size > 1 or layout.rdzv_endpoint:  # checked here for every process, then started
         result = launch(spec or runner.resume_spec(resume), layout, resume_dir=resume)
@@ -506,17 +541,35 @@ def run_cmd(
         result = runner.resume(resume)
     else:
         result = runner.execute(spec)
-    if as_json:
-        _print_json(result)
-    else:
-        print_result(result)
+    if _reports_result():
+        if not as_json:
+            print_result(result, console=err)
+        _print_result_line(result)
     if result.get("status") != "ok":
         raise typer.Exit(1)
 
 
-def print_result(result: dict) -> None:
-    """A run's result.json as a table on stdout: status, scores (bits per byte, nats per token), tokens, FLOPs,
-    seconds, bytes."""
+def _reports_result() -> bool:
+    """Whether this `golf run` process reports the result: not a process started by a `golf run` launcher (its
+    parent reports) and not a non-zero rank under a hand-started torchrun (process 0 reports)."""
+    from golfbench.harness.distributed import env_rank
+    from golfbench.harness.launch import ERROR_DIR_ENV
+
+    return not os.environ.get(ERROR_DIR_ENV) and env_rank() == 0
+
+
+def _print_result_line(result: dict) -> None:
+    """The machine-readable end of `golf run`'s stdout: the result as one line of compact JSON (sorted keys,
+    non-finite floats as null), flushed."""
+    from golfbench.harness.records import dumps_line
+
+    sys.stdout.write(dumps_line(result) + "\n")
+    sys.stdout.flush()
+
+
+def print_result(result: dict, console: Console | None = None) -> None:
+    """A run's result.json as a table on ``console`` (default stdout): status, scores (bits per byte, nats per
+    token), tokens, FLOPs, seconds, bytes."""
     table = Table(
         title=f"{result.get('model')}/{result.get('preset')}@{result.get('backend')} — {result.get('track')} ({result.get('scale')})"
     )
@@ -550,7 +603,7 @@ def print_result(result: dict) -> None:
         elif isinstance(value, int) and not isinstance(value, bool):
             value = f"{value:,}"
         table.add_row(key, str(value))
-    out.print(table)
+    (console or out).print(table)
 
 
 @app.command("eval")
@@ -685,6 +738,7 @@ def _eval_in_processes(nproc: int, child_args: list[str]) -> dict:
 def artifact_inspect(
     artifact: Path = typer.Argument(..., help="artifact.golf file"),
     code: Optional[List[Path]] = typer.Option(None, help="code files to count (default: the training backend's)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: tensors, sizes and the cap verdict"),
 ):
     """Per-tensor table and totals against the 16,000,000-byte cap. Example: golf artifact inspect runs/.../artifact.golf"""
     from golfbench.harness import artifact as art
@@ -695,6 +749,29 @@ def artifact_inspect(
         loaded_meta = art.unpack(blob)[1]
         rows = art.entries(blob)
         kind = art.describe(blob)
+    files = code or get_backend(str(loaded_meta.get("backend") or "torch")).code_files(str(loaded_meta.get("model")))
+    size = art.size_report(len(blob), art.code_bytes(files))
+    raw = sum(e.stored_bytes for e in rows)
+    if as_json:
+        _print_json(
+            {
+                "artifact": str(artifact),
+                "model": loaded_meta.get("model"),
+                "preset": loaded_meta.get("preset"),
+                "backend": loaded_meta.get("backend"),
+                "codec": kind["codec"],
+                "compressor": kind["compressor"],
+                "tensors": [
+                    {"name": e.name, "shape": list(e.shape), "codec": e.codec, "stored_bytes": e.stored_bytes}
+                    for e in rows
+                ],
+                "stored_bytes": raw,
+                **size,
+            }
+        )
+        if not size["under_cap"]:
+            raise typer.Exit(1)
+        return
     table = Table(
         title=escape(
             f"{artifact} ({loaded_meta.get('model')}/{loaded_meta.get('preset')}, codec {kind['codec']},"
@@ -706,9 +783,6 @@ def artifact_inspect(
     for e in rows:
         table.add_row(escape(e.name), "×".join(map(str, e.shape)), escape(e.codec), f"{e.stored_bytes:,}")
     out.print(table)
-    files = code or get_backend(str(loaded_meta.get("backend") or "torch")).code_files(str(loaded_meta.get("model")))
-    size = art.size_report(len(blob), art.code_bytes(files))
-    raw = sum(e.stored_bytes for e in rows)
     out.print(
         f"stored (uncompressed) {raw:,} B → compressed model {size['model_bytes']:,} B + code {size['code_bytes']:,} B"
         f" = [bold]{size['total_bytes']:,} B[/] of {size['cap_bytes']:,} B cap "
@@ -729,6 +803,7 @@ def artifact_inspect(
 def artifact_unpack(
     artifact: Path = typer.Argument(..., help="artifact.golf file"),
     out_path: Path = typer.Option(..., "--out", help="weights.safetensors to write"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: the file written and its tensors"),
 ):
     """Write the dequantized fp32 canonical weights. Example: golf artifact unpack runs/.../artifact.golf --out weights.safetensors"""
     from safetensors.numpy import save
@@ -750,7 +825,17 @@ def artifact_unpack(
             },
         ),
     )
-    out.print(f"wrote {len(weights)} fp32 tensors to {out_path}")
+    if as_json:
+        _print_json(
+            {
+                "out": str(out_path),
+                "model": meta.get("model"),
+                "preset": meta.get("preset"),
+                "tensors": {k: list(v.shape) for k, v in weights.items()},
+            }
+        )
+    else:
+        out.print(f"wrote {len(weights)} fp32 tensors to {out_path}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -866,11 +951,14 @@ def leaderboard_cmd(
     include_unofficial: bool = typer.Option(
         False, "--include-unofficial", help="also rank runs with overridden budgets"
     ),
+    as_json: bool = typer.Option(False, "--json", help="the same as --format json"),
 ):
     """Per-track boards from verified run records (and imports). Example: golf leaderboard --format html --out site"""
     from golfbench.harness import leaderboard
     from golfbench.harness.records import atomic_write_bytes
 
+    if as_json:
+        fmt = "json"
     if fmt not in leaderboard.FORMATS:
         raise GolfError(f"unknown --format '{fmt}': choose md, json or html")
     if not runs.is_dir():
@@ -932,6 +1020,7 @@ def verify_cmd(
     run_dir: Path = typer.Argument(..., help="run directory"),
     data: Optional[Path] = typer.Option(None, help="dataset folder (default: the one in run.json)"),
     backend: Optional[str] = typer.Option(None, help="re-score with this backend (default: the run's)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: ok, checks, failures, recomputed BPB"),
 ):
     """Re-derive a run's result from its files alone. Example: golf verify runs/fixed-data/dev/llama-tiny-torch-s0"""
     from golfbench.harness.verify import verify_run
@@ -939,6 +1028,19 @@ def verify_cmd(
     if not run_dir.is_dir():
         raise GolfError(f"run directory {run_dir} does not exist")
     verdict = verify_run(run_dir, data, backend)
+    if as_json:
+        _print_json(
+            {
+                "run_dir": str(run_dir),
+                "ok": verdict.ok,
+                "checks": verdict.checks,
+                "failures": verdict.failures,
+                "recomputed_bpb": verdict.recomputed_bpb,
+            }
+        )
+        if not verdict.ok:
+            raise typer.Exit(1)
+        return
     for line in verdict.failures:
         err.print(f"[red]FAIL[/] {escape(line)}", highlight=False, soft_wrap=True)
     if not verdict.ok:
@@ -958,6 +1060,7 @@ def export_cmd(
     github_id: str = typer.Option("anonymous", "--github-id"),
     name: Optional[str] = typer.Option(None, help="submission name (default: model/preset@backend)"),
     blurb: Optional[str] = typer.Option(None, help="one-paragraph description"),
+    as_json: bool = typer.Option(False, "--json", help="print submission.json as written"),
 ):
     """Write a parameter-golf records folder. Example: golf export runs/fixed-data/dev/llama-tiny-torch-s* --out records/my-run"""
     from golfbench.harness import submission
@@ -967,6 +1070,9 @@ def export_cmd(
     sub = submission.export(
         run_dirs, out_dir, author, github_id, name or "golfbench run", blurb or "Exported by golfbench."
     )
+    if as_json:
+        _print_json({"out": str(out_dir), "submission": sub})
+        return
     out.print(
         f"wrote {out_dir}: {len(sub['seeds'])} seed(s), val_bpb {sub['val_bpb']:.4f} ± {sub['val_bpb_std']:.4f},"
         f" {sub['bytes_total']:,} bytes"
@@ -975,11 +1081,19 @@ def export_cmd(
 
 @app.command("validate-submission")
 @handled
-def validate_submission_cmd(folder: Path = typer.Argument(..., help="records folder with submission.json")):
+def validate_submission_cmd(
+    folder: Path = typer.Argument(..., help="records folder with submission.json"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: valid and the problems found"),
+):
     """Check a records folder against the submission schema and the size rule. Example: golf validate-submission records/my-run"""
     from golfbench.harness import submission
 
     problems = submission.validate_folder(folder)
+    if as_json:
+        _print_json({"folder": str(folder), "valid": not problems, "problems": problems})
+        if problems:
+            raise typer.Exit(1)
+        return
     for p in problems:
         err.print(f"[red]invalid:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if problems:

@@ -18,7 +18,7 @@ from pathlib import Path
 from golfbench.harness.cohort import COHORT_FIELDS, cohort_key, dataset_full_sha256
 from golfbench.harness.errors import GolfError
 from golfbench.harness.models import check_name, get_spec
-from golfbench.harness.plots import plot_compare
+from golfbench.harness.plots import plot_compare, split_events
 from golfbench.harness.records import STATUSES, atomic_write_json, default_run_id, read_events, read_json, run_dir
 from golfbench.harness.runner import default_preset
 from golfbench.harness.stats import mean_std, welch_one_sided
@@ -296,18 +296,21 @@ def write_report(summary: dict, results: dict[Target, list[dict]], report_dir: P
 
     The plot shows, per target, the first ok seed's train loss converted to bits per byte with the val split's
     tokens per byte (loss / ln 2 × val_tokens / val_bytes) against tokens, seconds and FLOPs, with the mean
-    val BPB as a star. ``meta`` must carry ``track`` and ``scale`` (the plot title).
+    val BPB as a star and every ok seed's val curve (val BPB on the fixed val subset) as dots. ``meta`` must carry ``track`` and ``scale`` (the plot title).
     """
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(report_dir / "compare.json", {**meta, **summary})
-    curves, finals = {}, {}
+    curves, finals, vals = {}, {}, {}
     for t, runs in results.items():
         ok = [r for r in runs if r["status"] == "ok" and r.get("val_bytes")]
         if not ok:
             continue
         # Train loss in BPB units via the val split's tokens per byte, so curves share an axis with val BPB.
         tpb = ok[0]["val_tokens"] / ok[0]["val_bytes"]
-        events = [e for e in read_events(Path(ok[0]["_dir"]) / "events.jsonl") if e.get("loss") is not None]
-        curves[t.label] = [{**e, "bpb": e["loss"] / math.log(2) * tpb} for e in events]
+        train, _ = split_events(read_events(Path(ok[0]["_dir"]) / "events.jsonl"))
+        curves[t.label] = [{**e, "bpb": e["loss"] / math.log(2) * tpb} for e in train]
+        vals[t.label] = [split_events(read_events(Path(r["_dir"]) / "events.jsonl"))[1] for r in ok]
         finals[t.label] = sum(float(r["val_bpb"]) for r in ok) / len(ok)
-    plot_compare(curves, finals, report_dir / "compare.png", title=f"{meta['track']} ({meta['scale']})")
+    plot_compare(
+        curves, finals, report_dir / "compare.png", title=f"{meta['track']} ({meta['scale']})", val_curves=vals
+    )

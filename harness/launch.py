@@ -127,6 +127,14 @@ def cli_args(spec, resume_dir: Path | None = None) -> list[str]:
         args += ["--log-every", str(spec.log_every)]
     if spec.prequant is not None:
         args.append("--prequant" if spec.prequant else "--no-prequant")
+    from golfbench.harness.runner import VAL_POINTS
+
+    if spec.val_points != VAL_POINTS:
+        args += ["--val-points", str(spec.val_points)]
+    for name in spec.log_to:
+        args += ["--log-to", name]
+    if spec.log_dir:
+        args += ["--log-dir", str(spec.log_dir)]
     if spec.force:
         args.append("--force")
     return args

@@ -93,6 +93,11 @@ def dumps(obj) -> str:
     return json.dumps(_sanitize(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
 
 
+def dumps_line(obj) -> str:
+    """`dumps` on one line: compact JSON (sorted keys, non-finite floats as null), no newline inside."""
+    return json.dumps(_sanitize(obj), sort_keys=True, default=_json_default, allow_nan=False, separators=(",", ":"))
+
+
 def atomic_write_json(path: Path, obj) -> None:
     """`dumps` ``obj`` plus a newline to ``path``, atomically (`atomic_write_bytes`)."""
     atomic_write_bytes(path, (dumps(obj) + "\n").encode("utf-8"))
@@ -118,17 +123,22 @@ def read_json(path: Path, what: str = "file") -> dict:
 class EventLog:
     """Append-only JSON lines; one os.write per line so a kill never leaves half a record."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, listener=None) -> None:
+        """``listener``: optional callable given each event once it is written (experiment tracking)."""
         self.path = Path(path)
+        self.listener = listener
 
     def append(self, event: dict) -> None:
-        """Append ``event`` as one JSON line (non-finite floats as null) with a single O_APPEND write."""
+        """Append ``event`` as one JSON line (non-finite floats as null) with a single O_APPEND write, then hand
+        it to the listener, if any."""
         line = (json.dumps(_sanitize(event), sort_keys=True, default=_json_default) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line)
         finally:
             os.close(fd)
+        if self.listener is not None:
+            self.listener(event)
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop events logged after the checkpoint we resume from (they will be redone)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golfbench.harness import code, progress
+from golfbench.harness import code, progress, tracking
 from golfbench.harness.adapt import adapt_token_count, get_recipe
 from golfbench.harness.artifact import CODECS, check_codec, check_compressor, pack, size_report
 from golfbench.harness.backend import get_backend
@@ -49,12 +49,22 @@ from golfbench.harness.records import (
     validate_result,
     versions,
 )
-from golfbench.harness.scoring import load_artifact_model, score_weights, score_weights_adaptive
+from golfbench.harness.scoring import (
+    load_artifact_model,
+    score_subset,
+    score_weights,
+    score_weights_adaptive,
+    val_subset,
+)
 from golfbench.harness.tracks import Budget, load_track, lr_scale
 
 CHECKPOINT = "checkpoint"
 CALIBRATION_SEQS = 64  # GPTQ calibration sequences (of seq_len tokens) drawn from the training data
 CALIBRATION_RESERVE_FACTOR = 1.5  # wallclock: the loop leaves this multiple of the measured calibration time free
+# The val curve: every run scores the first VAL_SUBSET_TARGETS targets of the val split (non-overlapping windows
+# of the model's context) at fixed fractions of its budget, whatever the track, so curves are comparable.
+VAL_SUBSET_TARGETS = 8_192
+VAL_POINTS = 10  # default points per run (--val-points)
 
 
 @dataclass
@@ -84,6 +94,9 @@ class RunSpec:
     adapt: str = "none"  # score-first test-time adaptation recipe (harness/adapt.py RECIPES) for the artifact's score
     codec: str = "int8_per_row"  # harness/artifact.py CODECS: a submission's choice, official with any value
     compressor: str = "zstd-22"  # harness/artifact.py COMPRESSORS
+    val_points: int = VAL_POINTS  # val-curve points on the fixed val subset (VAL_SUBSET_TARGETS), untimed; 0 = none
+    log_to: list = field(default_factory=list)  # experiment trackers to stream to: "wandb", "tensorboard"
+    log_dir: str | None = None  # where trackers write (default: the run directory)
 
     @property
     def unofficial(self) -> bool:
@@ -137,6 +150,10 @@ class Run:
         check_compressor(spec.compressor)
         if spec.eval_stride is not None and spec.eval_stride < 1:
             raise GolfError(f"--eval-stride must be a positive number of tokens, got {spec.eval_stride}")
+        if not 0 <= int(spec.val_points) <= 1000:
+            raise GolfError(f"--val-points must lie in 0..1000 (0 = no val curve), got {spec.val_points}")
+        tracking.check(spec.log_to)  # a missing tracking library stops the run before anything is written
+        self.tracker = tracking.NULL
         run_id = spec.run_id or default_run_id(
             spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget
         )
@@ -309,6 +326,18 @@ class Run:
 
     # ------------------------------------------------------------------------------------------------------
 
+    def val_curve(self) -> dict:
+        """How the val curve is measured (recorded in run.json): ``points`` per run, the ``subset_targets`` scored
+        (the first val targets, at most VAL_SUBSET_TARGETS), ``context`` and ``stride`` in tokens (non-overlapping
+        windows of the model's context)."""
+        targets = min(VAL_SUBSET_TARGETS, self.dataset.val_tokens_total() - 1)
+        return {
+            "points": int(self.spec.val_points),
+            "subset_targets": targets,
+            "context": self.seq_len,
+            "stride": self.seq_len,
+        }
+
     def manifest(self) -> dict:
         """The content of run.json: what ran (track with version and sha256, scale, backend, model, preset, seed,
         config and its hash, code sha256s, overrides), the budget (kind, limit, the track's default), eval stride
@@ -342,6 +371,7 @@ class Run:
                 "adapt": self.adapt_recipe.to_dict() if self.adapt_recipe else None,
                 "adapt_flops_reserved": self.adapt_reserve,
             },
+            "val_curve": self.val_curve(),
             "batch": {"seqs": self.batch_seqs, "seq_len": self.seq_len, "tokens": self.batch_tokens},
             "flops_per_token": self.flops_per_token,
             "param_count": self.model_spec.param_count(self.config),
@@ -471,7 +501,14 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
             if code.snapshot(run.code_files, run.dir) != run.code_sha256:
                 raise GolfError(f"the backend's source files changed while {run.dir} was starting; start the run again")
             atomic_write_json(run.dir / "run.json", run.manifest())
-    events = EventLog(run.dir / "events.jsonl")
+    if main and spec.log_to:
+        run.tracker = tracking.open_tracker(
+            spec.log_to,
+            Path(spec.log_dir) if spec.log_dir else run.dir,
+            run.run_id,
+            read_json(run.dir / "run.json", "run manifest"),
+        )
+    events = EventLog(run.dir / "events.jsonl", listener=run.tracker.event)
 
     budget = Budget(run.track.budget_kind, run.train_limit)  # a FLOP budget less the adaptation's reserve
     stream_start = 0
@@ -524,6 +561,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
         t0 = clock()
         backend.input_hessians(state, _row_chunks(synth, run.batch_seqs))
         reserve = CALIBRATION_RESERVE_FACTOR * float(coll.broadcast([clock() - t0])[0])
+    curve = _ValCurve(run, coll, events, budget)
 
     def next_rows() -> int:
         if plan is None:
@@ -563,6 +601,8 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                 if not finite:  # the loss is reduced over processes: every process stops here
                     status, reason = "diverged", f"training loss became {last_loss} at step {step}"
                     break
+                if curve.due():  # off the clock: t0..clock() above timed the step alone
+                    curve.point(state)
                 if checkpoint_every and step % checkpoint_every == 0:
                     _save_checkpoint(run, state, budget, stream, coll)
         if main and budget.steps % spec.log_every != 0 and budget.steps != 1 and status == "ok":  # step 1 is logged
@@ -586,6 +626,8 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
             finish(run, state, budget, status, reason, coll, score=False)
             raise GolfError(f"{reason} (run {run.dir} recorded as failed)") from None
 
+    if status in ("ok", "over_budget") and budget.steps > 0 and curve.last_step != budget.steps:
+        curve.point(state, final=True)  # the curve ends where training ended (a wallclock run stops short of 1)
     if budget.steps == 0 and status == "ok":
         status, reason = "failed", "the budget did not allow a single training step"
     calibration = {"calibration_seconds": 0.0, "calibration_tokens": 0, "calibration_flops": 0.0}
@@ -638,6 +680,83 @@ def _calibrate(run: Run, state, budget: Budget, stream: BatchStream, clock, coll
             {"event": "calibration", "seconds": seconds, "tokens": tokens, "flops": flops, "layers": len(hessians)}
         )
     return hessians, {"calibration_seconds": seconds, "calibration_tokens": tokens, "calibration_flops": flops}
+
+
+class _ValCurve:
+    """The val curve of one run (docs/architecture.md §events): ``points`` scores of a fixed val subset, after the
+    first step whose budget progress reaches k/points (k = 1..points) and at the end of training, so every track
+    gets the same number of points at the same fractions of its budget. Untimed: never charged to the budget.
+
+    Every process calls `due` and `point` alike (progress is computed from values process 0 broadcast) and
+    exports; process 0 alone scores the subset (`score_subset`, no collective: 16k targets cost little, and a
+    failure there cannot leave a peer waiting) and appends one ``val`` event per point. A point that fails is
+    logged with ``val_bpb`` null and its ``error``; it never costs the run.
+    """
+
+    def __init__(self, run: Run, coll: Collective, events: EventLog, budget: Budget) -> None:
+        self.run, self.coll, self.events, self.budget = run, coll, events, budget
+        self.points = int(run.spec.val_points)
+        # a resumed run picks up at the first fraction it has not yet passed (its val events up to the
+        # checkpoint were kept; later ones were truncated with the steps that made them)
+        self.next_k = math.floor(budget.progress() * self.points + 1e-9) + 1 if self.points else 1
+        self.last_step = budget.steps if budget.steps and self.next_k > 1 else -1
+        self._tokens = None
+
+    def due(self) -> bool:
+        """Whether the step just charged crossed the next k/points fraction of the budget."""
+        return (
+            self.points > 0
+            and self.next_k <= self.points
+            and self.budget.progress() >= self.next_k / self.points - 1e-12
+        )
+
+    def point(self, state, final: bool = False) -> None:
+        """Export ``state``, score the subset, log a ``val`` event (process 0). ``final``: the end-of-training point."""
+        if self.points == 0:
+            return
+        run, budget = self.run, self.budget
+        t0 = time.perf_counter()
+        if self._tokens is None:
+            self._tokens = val_subset(run.dataset, run.val_curve()["subset_targets"])
+            self._accounting = run.dataset.accounting()
+        weights = run.backend.export(state)  # every process: an export may be collective
+        res, error = None, None
+        if self.coll.rank == 0:  # scored once, on process 0: no collective, so a failure here cannot hang a peer
+            try:
+                res = score_subset(
+                    run.spec.backend,
+                    run.spec.model,
+                    run.config,
+                    weights,
+                    self._tokens,
+                    self._accounting,
+                    precision=run.eval_precision,
+                )
+            except Exception as exc:  # noqa: BLE001 - a curve point never costs the run; the final score decides
+                error = f"{exc.__class__.__name__}: {exc}"
+        del weights
+        while self.next_k <= self.points and budget.progress() >= self.next_k / self.points - 1e-12:
+            self.next_k += 1
+        if final:
+            self.next_k = self.points + 1
+        self.last_step = budget.steps
+        if self.coll.rank == 0:
+            self.events.append(
+                {
+                    "event": "val",
+                    "step": budget.steps,
+                    "tokens": budget.tokens,
+                    "time": budget.seconds,
+                    "flops": budget.flops,
+                    "progress": budget.progress(),
+                    "val_bpb": res.val_bpb if res else None,
+                    "val_loss": res.val_loss if res else None,
+                    "subset_tokens": len(self._tokens) - 1,
+                    "subset_bytes": res.val_bytes if res else None,
+                    "seconds": time.perf_counter() - t0,
+                    **({"error": error} if error else {}),
+                }
+            )
 
 
 def _compiler_flops(backend, state, synth: np.ndarray) -> float | None:
@@ -744,6 +863,8 @@ def finish(
     if problems:
         raise GolfError(f"internal error: the result record breaks harness/schemas/result.schema.json ({problems[0]})")
     atomic_write_json(run.dir / "result.json", result)
+    run.tracker.result(result)
+    run.tracker.close()
     if ck.exists() and result["status"] != "failed":
         shutil.rmtree(ck)
     try:
@@ -850,7 +971,7 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
 def _log_eval(run: Run, main: bool, label: str, res) -> None:
     """One event per scoring pass of the full val split, so the number of passes is on record."""
     if main:
-        EventLog(run.dir / "events.jsonl").append(
+        EventLog(run.dir / "events.jsonl", listener=run.tracker.event).append(
             {
                 "event": "eval",
                 "label": label,

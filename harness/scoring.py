@@ -162,3 +162,49 @@ def score_weights_adaptive(
         )
     res.policy += _probe_text(probes) + (" and again after the first adaptation" if after else "")
     return res, stats
+
+
+def val_subset(dataset: Dataset, targets: int) -> np.ndarray:
+    """The first ``targets`` + 1 val tokens (int32 (n,), fewer when the split is shorter): the fixed val subset
+    the val curve scores, read from the head of the val shards (memory-mapped; the rest is never loaded)."""
+    from golfbench.harness.data.shards import read_shard
+
+    parts, have = [], 0
+    for path in dataset.val_paths:
+        if have >= targets + 1:
+            break
+        shard = read_shard(path)
+        take = min(len(shard), targets + 1 - have)
+        parts.append(np.asarray(shard[:take], dtype=np.int32))
+        have += take
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def score_subset(
+    backend_name: str,
+    model: str,
+    config: dict,
+    weights: dict[str, np.ndarray],
+    tokens: np.ndarray,
+    accounting,
+    collective: Collective = SINGLE,
+    precision: str = "fp32",
+    batch_windows: int = 32,
+) -> EvalResult:
+    """Score ``weights`` on a val subset (``tokens``: int32 (n,), from `val_subset`) for the val curve: the same
+    evaluator and byte accounting as the final score, but non-overlapping windows of the model's context
+    (stride = context, for speed), no integrity probes and no progress bar. ``accounting``: the dataset's
+    ByteAccounting. With a multi-process ``collective`` every process must call it alike (windows are sharded,
+    sums all-reduced). Raises GolfError as `evaluate` (bad weights, a non-finite NLL).
+    """
+    scorer = get_backend(backend_name).scorer(model, config, weights, precision=precision)
+    context = int(config["seq_len"])
+    return evaluate(
+        scorer,
+        tokens,
+        accounting,
+        context=context,
+        stride=context,
+        batch_windows=batch_windows,
+        collective=collective,
+    )

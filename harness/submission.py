@@ -41,6 +41,11 @@ def _train_log(run_dir: Path, manifest: dict, result: dict) -> str:
                 f"step:{e['step']} train_loss:{e['loss']:.4f} train_time:{e['time'] * 1000:.0f}ms"
                 f" tokens:{e['tokens']} flops:{e['flops']:.4g} lr_scale:{e['lr_scale']:.4f}"
             )
+        elif e.get("event") == "val" and e.get("val_bpb") is not None:  # the val curve, on the fixed val subset
+            lines.append(
+                f"step:{e['step']} val_loss:{e['val_loss']:.4f} val_bpb:{e['val_bpb']:.4f}"
+                f" subset_tokens:{e['subset_tokens']} tokens:{e['tokens']}"
+            )
     lines.append(f"final_int8_zstd_roundtrip val_loss:{result['val_loss']:.8f} val_bpb:{result['val_bpb']:.8f}")
     pre = result.get("pre_quant_val_bpb")  # null when the run did not score before quantization
     lines.append(

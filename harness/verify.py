@@ -85,7 +85,7 @@ def _recorded_recipe(result: dict, manifest: dict):
 
 def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) -> None:
     kind, limit = manifest["budget"]["kind"], float(manifest["budget"]["limit"])
-    steps = [e for e in events if "step" in e]
+    steps = [e for e in events if "step" in e and e.get("event") is None]  # train steps (not val-curve points)
     if not v.check("events", bool(steps), "events.jsonl holds no training step"):
         return
     last = steps[-1]

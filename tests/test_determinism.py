@@ -56,7 +56,7 @@ def _run_all(jobs: list[tuple[str, list[tuple[str, int]], Path]], data: Path) ->
 def _record(out: Path, model: str, backend: str, seed: int) -> dict:
     d = out / "fixed-data" / "dev" / f"{model}-{backend}-s{seed}"
     result = json.loads((d / "result.json").read_text())
-    losses = [e["loss"] for e in map(json.loads, (d / "events.jsonl").read_text().splitlines()) if "step" in e]
+    losses = [e["loss"] for e in map(json.loads, (d / "events.jsonl").read_text().splitlines()) if "loss" in e]
     return {
         "val_bpb": result["val_bpb"],
         "pre_quant": result["pre_quant_val_bpb"],

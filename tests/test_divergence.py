@@ -77,7 +77,7 @@ def test_nan_loss_stops_the_run_as_diverged(
     }, files_under(d)
     assert json.loads((d / "run.json").read_text())["config"][lrs[0].split("=")[0]] == float(lrs[0].split("=")[1])
     events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines()]
-    steps = [e for e in events if "step" in e]
+    steps = [e for e in events if "loss" in e]
     assert [e["step"] for e in steps] == sorted({1, step})  # logged at step 1 and at the bad step, nothing after
     assert steps[-1]["loss"] is None  # NaN is stored as JSON null, never as an unparseable token
     assert all(math.isfinite(e["loss"]) for e in steps[:-1])

@@ -125,7 +125,7 @@ def test_run_directory_holds_the_records(torch_run):
     assert manifest["dataset"]["manifest_sha256"] and manifest["track_sha256"]
     assert manifest["versions"]["torch"] and manifest["hardware"]["class"] == "cpu"
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    steps = [e for e in events if "step" in e]
+    steps = [e for e in events if "loss" in e]
     assert steps[-1]["step"] == 16 and steps[-1]["tokens"] == 65536
     assert steps[-1]["loss"] < steps[0]["loss"]
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -146,6 +146,9 @@ def test_child_arguments_rebuild_the_same_spec(monkeypatch, prequant):
         log_every=2,
         force=True,
         prequant=prequant,
+        val_points=3,
+        log_to=["tensorboard", "wandb"],
+        log_dir="logs",
     )
     seen = []
     monkeypatch.setattr(runner, "execute", lambda s: seen.append(s) or {"status": "ok"})
@@ -429,7 +432,7 @@ def _wallclock(out: Path, data: Path, skew: str) -> tuple[dict, list[dict], floa
     result = json.loads(res.stdout)
     d = next((out / "wallclock-10min" / "dev").iterdir())
     events = [json.loads(line) for line in (d / "events.jsonl").read_text().splitlines()]
-    return result, [e for e in events if "step" in e], wall
+    return result, [e for e in events if "loss" in e], wall
 
 
 @pytest.mark.slow

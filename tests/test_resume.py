@@ -78,7 +78,7 @@ def _trajectory(d: Path) -> list[tuple]:
     return [
         (e["step"], e["tokens"], e["flops"], e["loss"], e["lr_scale"])
         for e in read_events(d / "events.jsonl")
-        if "step" in e
+        if "loss" in e
     ]
 
 

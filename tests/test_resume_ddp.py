@@ -72,7 +72,7 @@ def run_args(data: Path, out: Path, run_id: str) -> list[str]:
 
 
 def _losses(d: Path) -> list[tuple[int, int, float, float]]:
-    return [(e["step"], e["tokens"], e["loss"], e["lr_scale"]) for e in read_events(d / "events.jsonl") if "step" in e]
+    return [(e["step"], e["tokens"], e["loss"], e["lr_scale"]) for e in read_events(d / "events.jsonl") if "loss" in e]
 
 
 def _kill_all(proc: subprocess.Popen) -> None:

@@ -233,14 +233,14 @@ def test_fixed_data_trains_exactly_the_first_tokens_once(run_loop, record_batche
     targets = np.concatenate([b[:, 1:].ravel() for b in record_batches])
     np.testing.assert_array_equal(inputs, train[: 5 * SEQ])  # the first tokens, in stream order
     np.testing.assert_array_equal(targets, train[1 : 5 * SEQ + 1])  # each target exactly once
-    steps = [e for e in read_events(d / "events.jsonl") if "step" in e]
+    steps = [e for e in read_events(d / "events.jsonl") if "loss" in e]
     assert steps[-1]["tokens"] == 5 * SEQ and steps[-1]["flops"] == pytest.approx(_step_flops() / BATCH * 5 * SEQ)
 
 
 def test_lr_scale_follows_budget_progress_in_a_run(run_loop):
     budget = 40 * BATCH
     result, d = run_loop("fixed-data", budget)
-    steps = {e["step"]: e for e in read_events(d / "events.jsonl") if "step" in e}
+    steps = {e["step"]: e for e in read_events(d / "events.jsonl") if "loss" in e}
     assert sorted(steps) == [1, 10, 20, 30, 40]
     for s, e in steps.items():  # the scale used at step s comes from the progress before it
         assert e["lr_scale"] == pytest.approx(lr_scale((s - 1) * BATCH / budget, 0.2), abs=1e-12)
@@ -283,7 +283,7 @@ def test_flop_budget_stops_before_the_step_that_would_exceed_it(run_loop, steps_
     assert result["train_flops"] <= budget < result["train_flops"] + step
     assert result["train_tokens"] == 3 * BATCH
     events = read_events(d / "events.jsonl")
-    assert [e["flops"] for e in events if "step" in e][-1] == result["train_flops"]
+    assert [e["flops"] for e in events if "loss" in e][-1] == result["train_flops"]
     check = next(e for e in events if e.get("event") == "flops_check")
     assert check["analytic_step_flops"] == pytest.approx(step, rel=1e-12)  # the formula, not the counter
     # torch's own count of one step, logged beside it: matmuls identical, attention counted as a full square
@@ -345,6 +345,6 @@ def test_wallclock_overrun_is_over_budget_and_data_time_counts(run_loop, monkeyp
     assert result["train_seconds"] > 3.5 and result["steps"] == 3
     assert "over the limit 3" in result["reason"] and "seconds" in result["reason"]
     assert read_json(d / "result.json")["status"] == "over_budget"
-    last = [e for e in read_events(d / "events.jsonl") if "step" in e][-1]
+    last = [e for e in read_events(d / "events.jsonl") if "loss" in e][-1]
     assert last["time"] == pytest.approx(result["train_seconds"]) and last["time"] > 3.0
     assert math.isfinite(last["loss"])
