@@ -197,15 +197,12 @@ def evaluate_adaptive(
     BPB as `evaluate`; each chunk is scored, then adapted on. ``flops_per_token``: analytic training FLOPs per
     token of the model; ``probe``: called with the adapter once after its first adapt (raises to refuse).
 
-    Sequential by nature: with more than one process it raises GolfError (one line) rather than give a number
-    that would depend on how windows were split. Raises GolfError as `evaluate` does (bad context/stride, 0 val
+    Sequential by nature, so it is never sharded: with several processes (a multi-GPU run) every process runs the
+    whole adaptive evaluation on its own replica of the weights, and the sums of process 0 are broadcast so every
+    process returns process 0's result (each replica's pass is a complete score-first evaluation; on a CPU they
+    agree bit for bit, tests/test_adapt.py). Raises GolfError as `evaluate` does (bad context/stride, 0 val
     bytes, a wrong shape, a non-finite NLL).
     """
-    if collective.world_size > 1:
-        raise GolfError(
-            f"score-first adaptation runs on one process, but this evaluation has {collective.world_size};"
-            " evaluate with one process (--nproc-per-node 1) or without --adapt"
-        )
     t0 = time.perf_counter()
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     starts, width, scored = window_plan(len(tokens), context, stride)
@@ -239,6 +236,8 @@ def evaluate_adaptive(
             probe(adapter)
             probed = True
     assert n_scored == len(tokens) - 1
+    if collective.world_size > 1:  # one number for the run: process 0's, identical on every process
+        nll_sum = float(collective.broadcast([nll_sum])[0])
     result = EvalResult(
         val_nll_sum=nll_sum,
         val_tokens=n_scored,

@@ -296,11 +296,6 @@ class Run:
                 f"track '{self.track.name}' does not allow test-time adaptation (eval_adaptation = \"none\" at"
                 f" scale {self.spec.scale}); drop --adapt {self.spec.adapt}"
             )
-        if self.world_size > 1:
-            raise GolfError(
-                f"--adapt {self.spec.adapt} evaluates on one process (score-first adaptation is sequential), but this"
-                f" run has {self.world_size}; drop --adapt or run with one process"
-            )
         if self.track.budget_kind == "flops":
             stride = min(self.stride, self.seq_len)
             val = self.dataset.val_tokens()

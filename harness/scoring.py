@@ -133,7 +133,7 @@ def score_weights_adaptive(
     """`score_weights` with score-first test-time adaptation (harness/adapt.py) by ``recipe``: the backend's
     adapter is probed before the first chunk and again after its first update, then evaluated chunk by chunk.
     Returns the result and what adaptation cost. Raises GolfError as `score_weights`, for a backend without
-    an ``adapter`` hook, and for more than one process (adaptation is sequential).
+    an ``adapter`` hook. With several processes each runs the whole evaluation and returns process 0's result.
     """
     _check_inputs(model, config, weights, dataset)
     backend = get_backend(backend_name)

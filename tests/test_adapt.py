@@ -129,14 +129,24 @@ def test_per_document_reset_at_bos():
     assert adapts[1][1][0] == bos
 
 
-def test_adaptive_eval_refuses_several_processes():
-    class Two:
-        rank, world_size = 0, 2
+def test_adaptive_eval_on_several_processes_runs_whole_and_returns_process_0s_sums():
+    class Two:  # process 1 of 2: it adapts on its own replica, then takes process 0's sum
+        rank, world_size = 1, 2
+        sent: list = []
 
-    with pytest.raises(GolfError, match="one process"):
-        evaluate_adaptive(
-            Recorder(), np.arange(600), FakeAccounting(), 64, 32, AdaptRecipe("t", 100), 1.0, collective=Two()
-        )
+        def broadcast(self, values):
+            self.sent.append(list(values))
+            return [123.0 for _ in values]
+
+    alone, _ = evaluate_adaptive(Recorder(), np.arange(600), FakeAccounting(), 64, 32, AdaptRecipe("t", 100), 1.0)
+    two = Two()
+    rec = Recorder()
+    res, stats = evaluate_adaptive(
+        rec, np.arange(600), FakeAccounting(), 64, 32, AdaptRecipe("t", 100), 1.0, collective=two
+    )
+    assert two.sent == [[alone.val_nll_sum]]  # every window scored here (never sharded), then one broadcast
+    assert res.val_nll_sum == 123.0 and res.val_tokens == 599  # process 0's number, for the whole split
+    assert stats.adapt_tokens > 0 and any(e[0] == "adapt" for e in rec.log)
     assert SINGLE.world_size == 1
 
 
@@ -291,8 +301,7 @@ def test_run_refuses_adaptation_where_the_track_forbids_it_and_reserves_flops(sh
         Run(_spec("fixed-data", shakespeare_dir, tmp_path, adapt="sgd"))
     with pytest.raises(GolfError, match="unknown adaptation recipe 'lora'"):
         Run(_spec("wallclock-10min", shakespeare_dir, tmp_path, adapt="lora"))
-    with pytest.raises(GolfError, match="one process"):
-        Run(_spec("wallclock-10min", shakespeare_dir, tmp_path, adapt="sgd"), world_size=2)
+    assert Run(_spec("wallclock-10min", shakespeare_dir, tmp_path, adapt="sgd"), world_size=2).adapt_recipe
     run = Run(_spec("flop-budget", shakespeare_dir, tmp_path, adapt="sgd", budget=1e13))
     recipe = get_recipe("sgd")
     # independently: 191,549 targets in chunks of >= 4096 (256 + 60 x 64 = 4096, then 64 windows x 64 each):
@@ -483,3 +492,34 @@ def test_leaderboard_never_pools_adapted_and_plain_runs_and_verify_checks_the_ru
     assert [f for f in verdict.failures if f.startswith("adaptation")] == [
         "adaptation-rule: the score adapted with 'sgd' but track 'fixed-data' allows eval_adaptation 'none'"
     ]
+
+
+@pytest.mark.slow  # two torch processes (gloo) train, then each adapts on its own replica
+def test_a_two_process_run_adapts_and_scores_as_one_process_does(shakespeare_dir, tmp_path):
+    import json
+
+    from golf_helpers import golf_ok, small_dataset
+
+    from golfbench.harness.data.dataset import Dataset
+    from golfbench.harness.models import get_spec
+
+    data = small_dataset(shakespeare_dir, tmp_path / "ds", train_tokens=24_000, val_tokens=9_000)
+    cfg = get_spec("llama").config("tiny", SMALL)
+    fpt = get_spec("llama").flops_per_token(cfg)["total"]
+    adapted = adapt_token_count(Dataset.open(data).val_tokens(), 64, 64, get_recipe("sgd"))
+    assert adapted > 0  # 8,999 targets: two chunks of 4,096 are trained on, the last is not
+    budget = adapted * fpt + 2.5 * 4096 * fpt  # the adaptation's reserve plus two training steps
+    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={v}")]
+    res = golf_ok(
+        "run", "--track", "flop-budget", "--scale", "dev", "--data", data, "--out", tmp_path / "runs",
+        "--budget", f"{budget:.17g}", "--adapt", "sgd", "--no-prequant", "--val-points", "0", "--eval-stride", "64",
+        "--nproc-per-node", "2", "--run-id", "two", *sets,
+    )  # fmt: skip
+    result = json.loads(res.stdout.splitlines()[-1])
+    assert result["status"] == "ok" and result["world_size"] == 2 and result["steps"] == 2
+    assert result["adapt_tokens"] == adapted and result["replicas_identical"] is True
+    artifact = tmp_path / "runs" / "flop-budget" / "dev" / "two" / "artifact.golf"
+    alone = json.loads(
+        golf_ok("eval", artifact, "--data", data, "--adapt", "sgd", "--stride", "64", "--json").stdout.splitlines()[-1]
+    )
+    assert alone["val_bpb"] == result["val_bpb"]  # one process alone, the same recipe: the same number, bit for bit
