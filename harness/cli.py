@@ -108,19 +108,28 @@ def _parse_sets(sets: list[str] | None) -> dict:
 @handled
 def data_build(
     name: str = typer.Argument(..., help="dataset to build: shakespeare"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/shakespeare_sp1024)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/shakespeare_sp<vocab>)"),
     allow_lossy: bool = typer.Option(
         False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"
     ),
+    vocab: int = typer.Option(1024, "--vocab", help="SentencePiece vocab size: 1024 (the dev tracks'), 4096 or 8192"),
 ):
-    """Build an embedded dataset. Example: golf data build shakespeare --out data/shakespeare_sp1024"""
+    """Build an embedded dataset. Example: golf data build shakespeare --vocab 4096 (writes data/shakespeare_sp4096)"""
     if name != "shakespeare":
         raise GolfError(
             f"unknown dataset '{name}' to build: only 'shakespeare' is embedded; FineWeb uses `golf data fetch fineweb`"
         )
+    from golfbench.harness import progress
     from golfbench.harness.data import shakespeare
 
-    path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"), allow_lossy=allow_lossy)
+    shakespeare.check_vocab(vocab)
+    with progress.bar(f"build shakespeare_sp{vocab}", 4) as update:
+        path = shakespeare.build(
+            out_dir or Path(f"data/shakespeare_sp{vocab}"),
+            allow_lossy=allow_lossy,
+            vocab_size=vocab,
+            progress=lambda done, total: update(done),
+        )
     out.print(f"built {path}")
 
 
