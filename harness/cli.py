@@ -316,6 +316,12 @@ def run_cmd(
     out_dir: Path = typer.Option(Path("runs"), "--out", help="runs folder"),
     run_id: Optional[str] = typer.Option(None, "--run-id"),
     eval_stride: Optional[int] = typer.Option(None, help="override the eval stride (unofficial)"),
+    eval_context: Optional[int] = typer.Option(
+        None,
+        "--eval-context",
+        help="score at this context in tokens (default: the model's seq_len; longer only for models that support it,"
+        " e.g. llama's rotary); recorded, not unofficial",
+    ),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value (unofficial)"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run directory from its checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run directory"),
@@ -365,6 +371,7 @@ def run_cmd(
                 "out_dir",
                 "run_id",
                 "eval_stride",
+                "eval_context",
                 "sets",
                 "force",
                 "prequant",
@@ -392,6 +399,7 @@ def run_cmd(
             out=str(out_dir),
             run_id=run_id,
             eval_stride=eval_stride,
+            eval_context=eval_context,
             overrides=_parse_sets(sets),
             force=force,
             checkpoint_every=checkpoint_every,
@@ -434,6 +442,7 @@ def print_result(result: dict) -> None:
         "artifact_bytes",
         "eval_seconds",
         "eval_stride",
+        "eval_context",
         "eval_precision",
         "unofficial",
     ):
@@ -455,6 +464,11 @@ def eval_cmd(
     data: Path = typer.Option(..., help="dataset folder"),
     backend: Optional[str] = typer.Option(None, help="torch | jax (default: the backend that trained it)"),
     stride: int = typer.Option(64, help="sliding-window stride"),
+    eval_context: Optional[int] = typer.Option(
+        None,
+        "--eval-context",
+        help="score at this context in tokens (default: the model's seq_len; longer only where the model supports it)",
+    ),
     precision: str = typer.Option(
         "fp32", help="fp32 | bf16: how the scorer computes (a track's eval_precision; official tracks: bf16)"
     ),
@@ -501,11 +515,21 @@ def eval_cmd(
             "--precision",
             precision,
         ]
+        if eval_context is not None:
+            child += ["--eval-context", str(eval_context)]
         report = _eval_in_processes(nproc_per_node, child)
     else:
         coll = get_backend(name).collective()  # SINGLE unless this process is one of a torchrun group
         res = score_weights(
-            name, loaded.model, loaded.config, loaded.weights, dataset, stride, collective=coll, precision=precision
+            name,
+            loaded.model,
+            loaded.config,
+            loaded.weights,
+            dataset,
+            stride,
+            collective=coll,
+            precision=precision,
+            context=eval_context,
         )
         if coll.rank != 0:  # every process holds the same result; process 0 reports it
             return
@@ -518,6 +542,7 @@ def eval_cmd(
             "model_bytes": len(blob),
             "eval_precision": precision,
             "world_size": coll.world_size,
+            "train_context": int(loaded.config["seq_len"]),
             **res.to_dict(),
         }
     if json_out is not None:

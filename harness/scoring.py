@@ -69,8 +69,12 @@ def score_weights(
     batch_windows: int = 32,
     collective: Collective = SINGLE,
     precision: str = "fp32",
+    context: int | None = None,
 ) -> EvalResult:
     """Probe and score ``weights`` on the full val split with ``backend_name``'s scorer.
+
+    ``context``: the eval window in tokens (default: the config's seq_len); longer than seq_len only where the
+    model spec allows it (``ModelSpec.eval_context_extends``; GolfError otherwise).
 
     With a multi-process ``collective`` every process must call this with the same arguments: each scores its
     share of the windows and all get the same result. Raises GolfError (vocab mismatch, bad weights, a probe
@@ -87,7 +91,8 @@ def score_weights(
     scorer = backend.scorer(model, config, weights, precision=precision)
     tokens = dataset.val_tokens()
     accounting = dataset.accounting()
-    context = int(config["seq_len"])
+    trained = int(config["seq_len"])
+    context = spec.check_eval_context(config, int(context) if context is not None else trained)
     probes = probe_scorer(scorer, tokens, context, int(config["vocab_size"]), precision=precision)
     with progress.bar(label, total=1.0) as update:
         res = evaluate(
@@ -99,6 +104,7 @@ def score_weights(
             batch_windows=batch_windows,
             progress=lambda done, total: update(done / max(total, 1)),
             collective=collective,
+            train_context=trained,
         )
     res.policy += (
         f"; integrity probes passed at {probes['probe_positions']} positions (sum err"

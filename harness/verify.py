@@ -158,6 +158,15 @@ def _track_cap(manifest: dict) -> int:
         return CAP_BYTES
 
 
+def _track_counts_tokenizer(manifest: dict) -> bool:
+    """Whether the run's track (at its scale) counts the tokenizer toward the cap: the track file's rule, never the
+    result's own claim (False when the track file cannot be read: its own check fails)."""
+    try:
+        return bool(load_track(manifest["track"]).scale(manifest["scale"]).get("count_tokenizer_bytes", False))
+    except (GolfError, KeyError):
+        return False
+
+
 def recorded_precision(result: dict) -> str:
     """The precision a result was scored at: its ``eval_precision``, or fp32 for records older than the field."""
     return str(result.get("eval_precision") or "fp32")
@@ -254,11 +263,19 @@ def _verify_files(
             len(blob) == result["model_bytes"],
             f"artifact.golf is {len(blob):,} bytes, result claims {result['model_bytes']:,}",
         )
-        total = len(blob) + int(result["code_bytes"])
+        tokenizer = int(result.get("tokenizer_bytes") or 0) if _track_counts_tokenizer(manifest) else 0
+        if tokenizer and dataset is not None:
+            real = Path(dataset.tokenizer_path).stat().st_size
+            v.check(
+                "tokenizer-size",
+                real == tokenizer,
+                f"the dataset's tokenizer is {real:,} bytes, result claims {tokenizer:,}",
+            )
+        total = len(blob) + int(result["code_bytes"]) + tokenizer
         v.check(
             "artifact-total",
             total == result["artifact_bytes"],
-            f"code + model = {total:,}, result claims {result['artifact_bytes']:,}",
+            f"code + model{' + tokenizer' if tokenizer else ''} = {total:,}, result claims {result['artifact_bytes']:,}",
         )
         cap = _track_cap(manifest)  # the track's rule, never a number the result file states for itself
         v.check("cap", total <= cap, f"artifact total {total:,} bytes is over the {cap:,}-byte cap")
@@ -301,6 +318,7 @@ def _verify_files(
                 int(result["eval_stride"]),
                 label="verify",
                 precision=precision,
+                context=result.get("eval_context"),
             )
             v.recomputed_bpb = res.val_bpb
             rtol = BPB_RTOL_BY_PRECISION[precision]
