@@ -219,6 +219,10 @@ def test_cli_run_records_the_eval_context_and_refuses_what_a_model_cannot(shakes
     assert result["artifact_bytes"] == result["model_bytes"] + result["code_bytes"] + result["tokenizer_bytes"]
     verified = golf("verify", run_dir, env=ENV)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    again = golf("eval", run_dir / "artifact.golf", "--data", data, "--eval-context", "512", "--json", env=ENV)
+    rescored = json.loads(again.stdout)
+    assert (rescored["eval_context"], rescored["train_context"]) == (512, 256)
+    assert rescored["val_bpb"] == pytest.approx(result["val_bpb"], rel=1e-9)
     # a different eval context is a different cohort
     assert cohort_key(result) != cohort_key({**result, "eval_context": 256})
     # deltanet (a plugin, no longer-context support) is refused in one line before anything is written
