@@ -46,7 +46,7 @@ def train_bytes(ds: Dataset, n_tokens: int) -> int:
     return count_val_bytes(tokens, ds.accounting())
 
 
-def one_vocab(vocab: int, data_dir: Path, runs: Path, budget: int | None) -> dict:
+def one_vocab(vocab: int, data_dir: Path, runs: Path, budget: int | None, prequant: bool, reuse: bool) -> dict:
     data = data_dir / f"shakespeare_sp{vocab}"
     t0 = time.perf_counter()
     golf("data", "build", "shakespeare", "--vocab", str(vocab), "--out", str(data))
@@ -57,11 +57,19 @@ def one_vocab(vocab: int, data_dir: Path, runs: Path, budget: int | None) -> dic
     args += ["--data", str(data), "--out", str(runs), "--run-id", f"llama-tiny-sp{vocab}", "--force", "--json"]
     if budget is not None:
         args += ["--budget", str(budget)]
-    res = golf(*args)
-    if res.returncode != 0 and not res.stdout.strip():
-        raise SystemExit(f"golf run on sp{vocab} failed:\n{res.stderr}")
-    r = json.loads(res.stdout)
-    run_json = json.loads((runs / "fixed-data" / "dev" / f"llama-tiny-sp{vocab}" / "run.json").read_text())
+    if not prequant:
+        args.append("--no-prequant")
+    run_dir = runs / "fixed-data" / "dev" / f"llama-tiny-sp{vocab}"
+    if reuse and (run_dir / "result.json").is_file():  # a finished run of this script: read, not re-run
+        r = json.loads((run_dir / "result.json").read_text())
+    else:
+        res = golf(*args)
+        if res.returncode != 0 and not res.stdout.strip():
+            raise SystemExit(f"golf run on sp{vocab} failed:\n{res.stderr}")
+        r = json.loads(res.stdout)
+    run_json = json.loads((run_dir / "run.json").read_text())
+    if run_json["dataset"]["manifest_sha256"] != ds.manifest_sha256:
+        raise SystemExit(f"{run_dir} ran on another build of sp{vocab}; drop --reuse")
     return {
         "vocab_size": vocab,
         "dataset_id": ds.id,
@@ -97,8 +105,12 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs/bench-vocab"))
     ap.add_argument("--budget", type=int, default=None, help="training tokens (default: the dev track's)")
     ap.add_argument("--vocab", type=int, action="append", default=None)
+    ap.add_argument("--no-prequant", action="store_true", help="skip the pre-quantization score (saves one eval)")
+    ap.add_argument("--reuse", action="store_true", help="read finished runs in --runs instead of re-running")
     a = ap.parse_args()
-    rows = [one_vocab(v, a.data_dir, a.runs, a.budget) for v in (a.vocab or [1024, 4096, 8192])]
+    rows = [
+        one_vocab(v, a.data_dir, a.runs, a.budget, not a.no_prequant, a.reuse) for v in (a.vocab or [1024, 4096, 8192])
+    ]
     for row in rows:
         print(
             f"sp{row['vocab_size']}: val_bpb {row['val_bpb']:.4f}  artifact {row['artifact_bytes']:,} B"
