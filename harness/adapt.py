@@ -192,10 +192,11 @@ def evaluate_adaptive(
     probe: Callable[[Adapter], object] | None = None,
     progress: Callable[[int, int], None] | None = None,
     collective: Collective = SINGLE,
+    train_context: int | None = None,
 ) -> tuple[EvalResult, AdaptStats]:
     """Score-first adaptive evaluation of the full val split (module docstring): same windows, float64 sums and
     BPB as `evaluate`; each chunk is scored, then adapted on. ``flops_per_token``: analytic training FLOPs per
-    token of the model; ``probe``: called with the adapter once after its first adapt (raises to refuse).
+    token of the model; ``train_context``: the seq_len it trained at (for the policy text); ``probe``: called with the adapter once after its first adapt (raises to refuse).
 
     Sequential by nature, so it is never sharded: with several processes (a multi-GPU run) every process runs the
     whole adaptive evaluation on its own replica of the weights, and the sums of process 0 are broadcast so every
@@ -247,7 +248,7 @@ def evaluate_adaptive(
         eval_seconds=time.perf_counter() - t0,
         eval_stride=stride,
         eval_context=context,
-        policy=policy_text(context, stride)
+        policy=policy_text(context, stride, train_context)
         + f"; score-first adaptation '{recipe.name}': {n_chunks} chunks of ~{recipe.chunk_tokens} targets, each"
         " scored before the model trains on it, the last never trained on",
     )

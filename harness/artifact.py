@@ -644,15 +644,17 @@ def entries(blob: bytes) -> list[TensorEntry]:
     return out
 
 
-def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES) -> dict:
-    """The size rule for ``model_bytes`` (compressed artifact bytes) + ``code`` (code bytes): a dict with
-    model_bytes, code_bytes, total_bytes, cap_bytes and under_cap (total <= cap; the cap is decimal bytes,
-    16,000,000 by default, as in parameter-golf).
+def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES, tokenizer: int = 0) -> dict:
+    """The size rule for ``model_bytes`` (compressed artifact bytes) + ``code`` (code bytes) + ``tokenizer``
+    (the dataset's tokenizer .model bytes where the track counts them, ``count_tokenizer_bytes``; else 0): a
+    dict with model_bytes, code_bytes, tokenizer_bytes, total_bytes, cap_bytes and under_cap (total <= cap; the
+    cap is decimal bytes, 16,000,000 by default, as in parameter-golf, which never counted the tokenizer).
     """
-    total = model_bytes + code
+    total = model_bytes + code + tokenizer
     return {
         "model_bytes": model_bytes,
         "code_bytes": code,
+        "tokenizer_bytes": tokenizer,
         "total_bytes": total,
         "cap_bytes": cap,
         "under_cap": total <= cap,

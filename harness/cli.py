@@ -117,20 +117,29 @@ def _parse_sets(sets: list[str] | None) -> dict:
 @handled
 def data_build(
     name: str = typer.Argument(..., help="dataset to build: shakespeare"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/shakespeare_sp1024)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder to create (default data/shakespeare_sp<vocab>)"),
     allow_lossy: bool = typer.Option(
         False, "--allow-lossy", help="accept a lossy tokenizer: the dataset is marked lossy, never official"
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object: the dataset's path and manifest"),
+    vocab: int = typer.Option(1024, "--vocab", help="SentencePiece vocab size: 1024 (the dev tracks'), 4096 or 8192"),
 ):
-    """Build an embedded dataset. Example: golf data build shakespeare --out data/shakespeare_sp1024"""
+    """Build an embedded dataset. Example: golf data build shakespeare --vocab 4096 (writes data/shakespeare_sp4096)"""
     if name != "shakespeare":
         raise GolfError(
             f"unknown dataset '{name}' to build: only 'shakespeare' is embedded; FineWeb uses `golf data fetch fineweb`"
         )
+    from golfbench.harness import progress
     from golfbench.harness.data import shakespeare
 
-    path = shakespeare.build(out_dir or Path("data/shakespeare_sp1024"), allow_lossy=allow_lossy)
+    shakespeare.check_vocab(vocab)
+    with progress.bar(f"build shakespeare_sp{vocab}", 4) as update:
+        path = shakespeare.build(
+            out_dir or Path(f"data/shakespeare_sp{vocab}"),
+            allow_lossy=allow_lossy,
+            vocab_size=vocab,
+            progress=lambda done, total: update(done),
+        )
     if as_json:
         _print_json(_dataset_report(path))
     else:
@@ -414,6 +423,12 @@ def run_cmd(
     out_dir: Path = typer.Option(Path("runs"), "--out", help="runs folder"),
     run_id: Optional[str] = typer.Option(None, "--run-id"),
     eval_stride: Optional[int] = typer.Option(None, help="override the eval stride (unofficial)"),
+    eval_context: Optional[int] = typer.Option(
+        None,
+        "--eval-context",
+        help="score at this context in tokens (default: the model's seq_len; longer only for models that support it,"
+        " e.g. llama's rotary); recorded, not unofficial",
+    ),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value (unofficial)"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run directory from its checkpoint"),
     force: bool = typer.Option(False, help="replace an existing run directory"),
@@ -486,6 +501,7 @@ def run_cmd(
                 "out_dir",
                 "run_id",
                 "eval_stride",
+                "eval_context",
                 "sets",
                 "force",
                 "prequant",
@@ -523,6 +539,7 @@ def run_cmd(
             out=str(out_dir),
             run_id=run_id,
             eval_stride=eval_stride,
+            eval_context=eval_context,
             overrides=_parse_sets(sets),
             force=force,
             checkpoint_every=checkpoint_every,
@@ -589,6 +606,7 @@ def print_result(result: dict, console: Console | None = None) -> None:
         "artifact_bytes",
         "eval_seconds",
         "eval_stride",
+        "eval_context",
         "eval_precision",
         "codec",
         "compressor",
@@ -613,6 +631,11 @@ def eval_cmd(
     data: Path = typer.Option(..., help="dataset folder"),
     backend: Optional[str] = typer.Option(None, help="torch | jax (default: the backend that trained it)"),
     stride: int = typer.Option(64, help="sliding-window stride"),
+    eval_context: Optional[int] = typer.Option(
+        None,
+        "--eval-context",
+        help="score at this context in tokens (default: the model's seq_len; longer only where the model supports it)",
+    ),
     precision: str = typer.Option(
         "fp32", help="fp32 | bf16: how the scorer computes (a track's eval_precision; official tracks: bf16)"
     ),
@@ -666,17 +689,35 @@ def eval_cmd(
             "--precision",
             precision,
         ]
+        if eval_context is not None:
+            child += ["--eval-context", str(eval_context)]
         report = _eval_in_processes(nproc_per_node, child)
     else:
         coll = get_backend(name).collective()  # SINGLE unless this process is one of a torchrun group
         adapted = {}
         if recipe is None:
             res = score_weights(
-                name, loaded.model, loaded.config, loaded.weights, dataset, stride, collective=coll, precision=precision
+                name,
+                loaded.model,
+                loaded.config,
+                loaded.weights,
+                dataset,
+                stride,
+                collective=coll,
+                precision=precision,
+                context=eval_context,
             )
         else:
             res, stats = score_weights_adaptive(
-                name, loaded.model, loaded.config, loaded.weights, dataset, stride, recipe, precision=precision
+                name,
+                loaded.model,
+                loaded.config,
+                loaded.weights,
+                dataset,
+                stride,
+                recipe,
+                precision=precision,
+                context=eval_context,
             )
             adapted = {"adapt_recipe": adapt, "adapt_params": recipe.to_dict(), **asdict(stats)}
         if coll.rank != 0:  # every process holds the same result; process 0 reports it
@@ -690,6 +731,7 @@ def eval_cmd(
             "model_bytes": len(blob),
             "eval_precision": precision,
             "world_size": coll.world_size,
+            "train_context": int(loaded.config["seq_len"]),
             **res.to_dict(),
             **adapted,
         }

@@ -86,14 +86,19 @@ def window_plan(n_tokens: int, context: int, stride: int) -> tuple[np.ndarray, i
     return starts, width, scored
 
 
-def policy_text(context: int, stride: int) -> str:
-    """The scoring policy for ``context`` and ``stride`` (tokens) in words, as recorded with every result."""
+def policy_text(context: int, stride: int, train_context: int | None = None) -> str:
+    """The scoring policy for ``context`` and ``stride`` (tokens) in words, as recorded with every result. When
+    ``train_context`` (the seq_len the model trained at) differs from ``context``, the text says "evaluated at
+    context N, trained at M" (a longer eval context, `golf run/eval --eval-context`)."""
     kind = "non-overlapping windows" if stride == context else f"sliding windows, stride {stride}"
-    return (
+    text = (
         f"{kind} of {context} targets; every val token after the first scored exactly once, each with at least"
         f" {context - stride} tokens of context except in the first window; last window right-aligned to the end;"
         f" windows cross document boundaries; {BOS_POLICY}"
     )
+    if train_context is not None and train_context != context:
+        text += f"; evaluated at context {context}, trained at {train_context}"
+    return text
 
 
 def score_windows(
@@ -135,8 +140,12 @@ def evaluate(
     batch_windows: int = 32,
     progress: Callable[[int, int], None] | None = None,
     collective: Collective = SINGLE,
+    train_context: int | None = None,
 ) -> EvalResult:
     """Score every val target once with sliding windows; BPB = Σ NLL / (ln 2 · Σ target bytes).
+
+    ``train_context``: the seq_len the model trained at, only named in the policy text when it differs from
+    ``context``.
 
     tokens: int (N,) val token ids. ``score_fn`` maps int32 windows (B, width+1) to float32 NLLs (B, width)
     in nats. With a multi-process ``collective`` the window batches are split into contiguous blocks, one per
@@ -178,5 +187,5 @@ def evaluate(
         eval_seconds=time.perf_counter() - t0,
         eval_stride=stride,
         eval_context=context,
-        policy=policy_text(context, stride),
+        policy=policy_text(context, stride, train_context),
     )

@@ -119,6 +119,8 @@ def cli_args(spec, resume_dir: Path | None = None) -> list[str]:
         args += ["--run-id", spec.run_id]
     if spec.eval_stride:
         args += ["--eval-stride", str(spec.eval_stride)]
+    if spec.eval_context:
+        args += ["--eval-context", str(spec.eval_context)]
     for key, value in spec.overrides.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     if spec.checkpoint_every:

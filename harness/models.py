@@ -557,6 +557,23 @@ class ModelSpec:
     # (config, shapes, seed) -> {canonical name: fp32 array}; None for the built-ins (harness/init.py INITS).
     # A plugin spec must provide it (docs/plugins.md).
     init_fn: Callable[[dict, dict, int], dict] | None = None
+    # True when the model scores windows longer than the seq_len it trained on (``--eval-context``): its
+    # position handling is computed from the window (rotary tables, chunked attention), with no table sized by
+    # seq_len. False refuses a longer eval context in one line.
+    eval_context_extends: bool = False
+
+    def check_eval_context(self, config: dict, context: int) -> int:
+        """``context`` (tokens) if the model can be scored at it: 1 <= context, and context <= seq_len unless
+        ``eval_context_extends``. Raises GolfError (one line) otherwise."""
+        seq_len = int(config["seq_len"])
+        if context < 1:
+            raise GolfError(f"--eval-context must be a positive number of tokens, got {context}")
+        if context > seq_len and not self.eval_context_extends:
+            raise GolfError(
+                f"model '{self.name}' cannot be evaluated at context {context}: it trained at {seq_len} and does not"
+                " support a longer eval context"
+            )
+        return context
 
     @property
     def model_keys(self) -> tuple[str, ...]:
@@ -693,6 +710,7 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
         LLAMA_CONTROL,
         LLAMA_GROUPS,
         ("muon_momentum_warmup_start", "muon_momentum", "muon_momentum_warmup_steps"),
+        eval_context_extends=True,  # rotary tables are computed for each window's length
     ),
     "megalodon": ModelSpec(
         "megalodon",
@@ -706,6 +724,9 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
         MEGALODON_CONTROL,
         MEGALODON_GROUPS,
         ("muon_momentum", "muon_momentum", None),
+        # chunked attention (RoPE restarts per chunk) and CEMA / timestep norm run over any length; both backends
+        # match the float64 reference past seq_len (tests/test_vocab_context.py)
+        eval_context_extends=True,
     ),
 }
 

@@ -73,6 +73,8 @@ class RunSpec:
     tokens or FLOPs by track); ``eval_stride`` is in tokens; ``overrides`` are config fields set with --set;
     ``log_every`` and ``checkpoint_every`` are in steps; ``data`` and ``out`` are folders (default: data/<the
     track's dataset> and runs). A budget, eval-stride or config override makes the run unofficial.
+    ``eval_context`` (tokens, default: the model's seq_len) scores at a longer context where the model supports
+    it; it is recorded (result eval_context / train_context, and the cohort) but does not make a run unofficial.
     """
 
     track: str
@@ -97,6 +99,7 @@ class RunSpec:
     val_points: int = VAL_POINTS  # val-curve points on the fixed val subset (VAL_SUBSET_TARGETS), untimed; 0 = none
     log_to: list = field(default_factory=list)  # experiment trackers to stream to: "wandb", "tensorboard"
     log_dir: str | None = None  # where trackers write (default: the run directory)
+    eval_context: int | None = None  # tokens; None = the model's seq_len
 
     @property
     def unofficial(self) -> bool:
@@ -170,7 +173,13 @@ class Run:
                 f"no dataset at {data_dir} (manifest.json missing): build it with `{hint} --out {data_dir}`"
             )
         self.dataset = Dataset.open(data_dir)
-        if self.dataset.id != self.scale["dataset"] and not spec.unofficial:
+        # Another tokenizer of the track's corpus (shakespeare_sp4096 for shakespeare_sp1024): a different dataset,
+        # so the run is unofficial, never refused; its dataset content hash keeps it out of the track's cohort.
+        self.dataset_variant = self.dataset.id != self.scale["dataset"] and str(self.scale["dataset"]).startswith(
+            f"{self.dataset.name}_"
+        )
+        self.unofficial = spec.unofficial or self.dataset_variant
+        if self.dataset.id != self.scale["dataset"] and not self.unofficial:
             raise GolfError(
                 f"track '{self.track.name}' at scale '{spec.scale}' uses dataset '{self.scale['dataset']}', but {data_dir}"
                 f" holds '{self.dataset.id}'; point --data at the right dataset"
@@ -178,16 +187,19 @@ class Run:
         self.dataset_content = dataset_content_sha256(self.dataset.manifest)
         self.dataset_full = dataset_full_sha256(self.dataset.manifest)
         pin = self.scale.get("dataset_sha256")
-        if pin and not spec.unofficial and pin != self.dataset_full:
+        if pin and not self.unofficial and pin != self.dataset_full:
             raise GolfError(
                 f"track '{self.track.name}' at scale '{spec.scale}' pins dataset content {pin[:12]}…, but {data_dir}"
                 f" holds {self.dataset_full[:12]}… (same name, other train/val tokens or tokenizer); rebuild it with the"
                 " pinned recipe or run unofficially with --budget"
             )
+        if "vocab_size" not in spec.overrides and self.config["vocab_size"] != self.dataset.vocab_size:
+            # the model takes its vocab from the dataset (recorded in run.json's config and its hash)
+            self.config = self.model_spec.config(spec.preset, {**spec.overrides, "vocab_size": self.dataset.vocab_size})
         if self.config["vocab_size"] != self.dataset.vocab_size:
             raise GolfError(
-                f"{spec.model}/{spec.preset} has vocab {self.config['vocab_size']} but dataset '{self.dataset.name}'"
-                f" has {self.dataset.vocab_size}"
+                f"{spec.model}/{spec.preset} has vocab {self.config['vocab_size']} (--set vocab_size) but dataset"
+                f" '{self.dataset.id}' has {self.dataset.vocab_size}: drop --set vocab_size, the model takes the dataset's"
             )
         # hashes and token ids, so bad data stops the run before its directory exists (once: a launcher that
         # already checked this exact manifest in the parent says so in GOLF_DATA_CHECKED)
@@ -220,6 +232,10 @@ class Run:
         self.eval_prequant = bool(spec.prequant if spec.prequant is not None else self.scale.get("eval_prequant", True))
         self.flops_per_token = self.model_spec.flops_per_token(self.config)
         self.seq_len = int(self.config["seq_len"])
+        self.eval_context = self.model_spec.check_eval_context(self.config, spec.eval_context or self.seq_len)
+        # the tokenizer .model bytes, counted toward the cap where the track says so (count_tokenizer_bytes)
+        self.count_tokenizer_bytes = bool(self.scale.get("count_tokenizer_bytes", False))
+        self.tokenizer_bytes = Path(self.dataset.tokenizer_path).stat().st_size
         self.batch_seqs = max(1, int(self.config["train_batch_tokens"]) // self.seq_len)
         self.batch_tokens = self.batch_seqs * self.seq_len
         self.resume = resume
@@ -297,9 +313,9 @@ class Run:
                 f" scale {self.spec.scale}); drop --adapt {self.spec.adapt}"
             )
         if self.track.budget_kind == "flops":
-            stride = min(self.stride, self.seq_len)
+            stride = min(self.stride, self.eval_context)
             val = self.dataset.val_tokens()
-            tokens = adapt_token_count(val, self.seq_len, stride, self.adapt_recipe, self.dataset.bos_id)
+            tokens = adapt_token_count(val, self.eval_context, stride, self.adapt_recipe, self.dataset.bos_id)
             self.adapt_reserve = tokens * self.flops_per_token["total"]
             self.train_limit = self.limit - self.adapt_reserve
             if self.train_limit <= 0:
@@ -358,10 +374,11 @@ class Run:
             "codec": self.spec.codec,
             "compressor": self.spec.compressor,
             "budget": {"kind": self.track.budget_kind, "limit": self.limit, "track_default": self.scale["budget"]},
-            "unofficial": self.spec.unofficial,
+            "unofficial": self.unofficial,
             "eval": {
                 "stride": self.stride,
-                "context": self.seq_len,
+                "context": self.eval_context,
+                "train_context": self.seq_len,
                 "adaptation": self.eval_adaptation,
                 "adapt": self.adapt_recipe.to_dict() if self.adapt_recipe else None,
                 "adapt_flops_reserved": self.adapt_reserve,
@@ -802,7 +819,7 @@ def finish(
         "model": spec.model,
         "preset": spec.preset,
         "seed": spec.seed,
-        "unofficial": spec.unofficial,
+        "unofficial": run.unofficial,
         "budget_kind": run.track.budget_kind,
         "budget_limit": run.limit,
         "train_tokens": budget.tokens,
@@ -817,7 +834,10 @@ def finish(
         "param_count": run.model_spec.param_count(run.config),
         "config_sha256": config_hash(run.config),
         "eval_stride": run.stride,
-        "eval_context": run.seq_len,
+        "eval_context": run.eval_context,
+        "train_context": run.seq_len,
+        "count_tokenizer_bytes": run.count_tokenizer_bytes,
+        "tokenizer_bytes": run.tokenizer_bytes,
         "eval_precision": run.eval_precision,
         "eval_adaptation": run.eval_adaptation,
         "adapt_recipe": spec.adapt,
@@ -893,6 +913,7 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
             label="eval (pre-quant)",
             collective=coll,
             precision=run.eval_precision,
+            context=run.eval_context,
         )
         result["pre_quant_val_bpb"] = pre.val_bpb
         _log_eval(run, main, "pre-quant", pre)
@@ -939,10 +960,13 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
             label=f"eval (artifact, adapt {spec.adapt})",
             collective=coll,
             precision=run.eval_precision,
+            context=run.eval_context,
         )
         result.update(adapt_seconds=stats.adapt_seconds, adapt_tokens=stats.adapt_tokens, adapt_flops=stats.adapt_flops)
     _log_eval(run, main, "artifact", post)
-    size = size_report(len(blob), code_size, run.track.artifact_cap_bytes)
+    size = size_report(
+        len(blob), code_size, run.track.artifact_cap_bytes, run.tokenizer_bytes if run.count_tokenizer_bytes else 0
+    )
     result.update(post.to_dict())
     result["artifact_sha256"] = hashlib.sha256(blob).hexdigest()
     result.update(

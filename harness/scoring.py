@@ -70,19 +70,25 @@ def score_weights(
     batch_windows: int = 32,
     collective: Collective = SINGLE,
     precision: str = "fp32",
+    context: int | None = None,
 ) -> EvalResult:
     """Probe and score ``weights`` on the full val split with ``backend_name``'s scorer.
+
+    ``context``: the eval window in tokens (default: the config's seq_len); longer than seq_len only where the
+    model spec allows it (``ModelSpec.eval_context_extends``; GolfError otherwise).
 
     With a multi-process ``collective`` every process must call this with the same arguments: each scores its
     share of the windows and all get the same result. Raises GolfError (vocab mismatch, bad weights, a probe
     failure, a non-finite NLL).
     """
     _check_inputs(model, config, weights, dataset)
+    spec = get_spec(model)
     backend = get_backend(backend_name)
     scorer = backend.scorer(model, config, weights, precision=precision)
     tokens = dataset.val_tokens()
     accounting = dataset.accounting()
-    context = int(config["seq_len"])
+    trained = int(config["seq_len"])
+    context = spec.check_eval_context(config, int(context) if context is not None else trained)
     probes = probe_scorer(scorer, tokens, context, int(config["vocab_size"]), precision=precision)
     with progress.bar(label, total=1.0) as update:
         res = evaluate(
@@ -94,6 +100,7 @@ def score_weights(
             batch_windows=batch_windows,
             progress=lambda done, total: update(done / max(total, 1)),
             collective=collective,
+            train_context=trained,
         )
     res.policy += _probe_text(probes)
     return res
@@ -129,9 +136,11 @@ def score_weights_adaptive(
     batch_windows: int = 32,
     collective: Collective = SINGLE,
     precision: str = "fp32",
+    context: int | None = None,
 ) -> tuple[EvalResult, AdaptStats]:
     """`score_weights` with score-first test-time adaptation (harness/adapt.py) by ``recipe``: the backend's
     adapter is probed before the first chunk and again after its first update, then evaluated chunk by chunk.
+    ``context`` as in `score_weights` (the adapter then also trains on rows of that many tokens).
     Returns the result and what adaptation cost. Raises GolfError as `score_weights`, for a backend without
     an ``adapter`` hook. With several processes each runs the whole evaluation and returns process 0's result.
     """
@@ -141,7 +150,8 @@ def score_weights_adaptive(
         raise GolfError(f"backend '{backend_name}' has no test-time adaptation hook (adapter); run without --adapt")
     adapter = backend.adapter(model, config, weights, precision=precision, recipe=recipe)
     tokens = dataset.val_tokens()
-    context = int(config["seq_len"])
+    trained = int(config["seq_len"])
+    context = get_spec(model).check_eval_context(config, int(context) if context is not None else trained)
     vocab = int(config["vocab_size"])
     probes = probe_scorer(adapter, tokens, context, vocab, precision=precision)
     after: list[dict] = []
@@ -159,6 +169,7 @@ def score_weights_adaptive(
             probe=lambda a: after.append(probe_scorer(a, tokens, context, vocab, precision=precision)),
             progress=lambda done, total: update(done / max(total, 1)),
             collective=collective,
+            train_context=trained,
         )
     res.policy += _probe_text(probes) + (" and again after the first adaptation" if after else "")
     return res, stats

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from golfbench.harness.artifact import CAP_BYTES
 from golfbench.harness.code import code_bytes, code_digest, snapshot_files
+from golfbench.harness.data.manifest import sha256_file
 from golfbench.harness.errors import GolfError
 from golfbench.harness.records import atomic_write_bytes, dumps, read_events, read_json
 from golfbench.harness.schema import errors as schema_check
@@ -75,7 +76,7 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
             raise GolfError(f"run {d} has status '{result.get('status')}'; only ok runs can be exported")
         runs.append((Path(d), manifest, result))
     first = runs[0][2]
-    same = ("track", "scale", "backend", "model", "preset", "config_sha256", "eval_stride")
+    same = ("track", "scale", "backend", "model", "preset", "config_sha256", "eval_stride", "eval_context")
     for d, _, r in runs[1:]:
         diff = [k for k in same if r.get(k) != first.get(k)]
         if diff:
@@ -98,6 +99,17 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         if code_digest(snap) != code_digest(code_files):
             raise GolfError(f"run {d} ran other code than {runs[0][0]}: one submission holds seeds of one code version")
     bytes_code = code_bytes(code_files)
+    # Where the track counts the tokenizer (result count_tokenizer_bytes), it ships in the folder and counts.
+    tokenizer_file = None
+    if first.get("count_tokenizer_bytes"):
+        m0 = runs[0][1]["dataset"]
+        tokenizer_file = Path(m0["dir"]) / "tokenizer.model"
+        if not tokenizer_file.is_file() or sha256_file(tokenizer_file) != m0.get("tokenizer_sha256"):
+            raise GolfError(
+                f"the track counts the tokenizer, but {tokenizer_file} is missing or not the one the run used"
+                " (sha256 differs); restore the run's dataset to export"
+            )
+    bytes_tokenizer = tokenizer_file.stat().st_size if tokenizer_file else 0
     bpbs = [float(r["val_bpb"]) for _, _, r in runs]
     losses = [float(r["val_loss"]) for _, _, r in runs]
     seed_results = {}
@@ -106,7 +118,7 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
             "val_bpb": r["val_bpb"],
             "val_loss": r["val_loss"],
             "pre_quant_val_bpb": r["pre_quant_val_bpb"],
-            "artifact_bytes": int(r["model_bytes"]) + bytes_code,
+            "artifact_bytes": int(r["model_bytes"]) + bytes_code + bytes_tokenizer,
             "artifact_file": f"artifact_seed{r['seed']}.golf",
             "artifact_sha256": r["artifact_sha256"],
             "steps": int(r["steps"]),
@@ -127,6 +139,8 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         cmd += f" --budget {float(recorded['budget']):g}"
     if recorded.get("eval_stride"):
         cmd += f" --eval-stride {int(recorded['eval_stride'])}"
+    if recorded.get("eval_context"):
+        cmd += f" --eval-context {int(recorded['eval_context'])}"
     for key, value in (recorded.get("overrides") or {}).items():
         cmd += f" --set {key}={json.dumps(value)}"
     submission = {
@@ -145,6 +159,7 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         "val_bpb_std": mean_std(bpbs)[1],
         "bytes_total": max(s["artifact_bytes"] for s in seed_results.values()),
         "bytes_code": bytes_code,
+        **({"bytes_tokenizer": bytes_tokenizer} if tokenizer_file else {}),
         "seeds": sorted(seeds),
         "seed_results": seed_results,
         "hardware": manifest0["hardware"]["class"],
@@ -165,6 +180,8 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         for d, m, r in runs:
             shutil.copyfile(d / "artifact.golf", tmp / f"artifact_seed{r['seed']}.golf")
             atomic_write_bytes(tmp / f"train_seed{r['seed']}.log", _train_log(d, m, r).encode())
+        if tokenizer_file:
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
         src = tmp / "src"
         src.mkdir()
         for f in code_files:
@@ -177,7 +194,9 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
             f"- track: `{first['track']}` ({first['scale']}), hardware `{submission['hardware']}`",
             f"- model: `{first['model']}/{first['preset']}` on the `{first['backend']}` backend of golfbench",
             f"- val_bpb: **{submission['val_bpb']:.4f}** ± {submission['val_bpb_std']:.4f} over seeds {sorted(seeds)}",
-            f"- bytes: {submission['bytes_total']:,} total ({bytes_code:,} code in `src/` + compressed model)",
+            f"- bytes: {submission['bytes_total']:,} total ({bytes_code:,} code in `src/` + compressed model"
+            + (f" + {bytes_tokenizer:,} tokenizer.model" if tokenizer_file else "")
+            + ")",
             f"- eval: {submission['eval_policy']}",
             "",
             "## Reproduce",
@@ -214,6 +233,12 @@ def validate_folder(folder: Path) -> list[str]:
     code = sum(len(p.read_bytes()) for p in sorted(src.glob("*.py"))) if src.is_dir() else 0
     if code != sub["bytes_code"]:
         problems.append(f"bytes_code says {sub['bytes_code']:,} but the source files in src/ hold {code:,} bytes")
+    tokenizer = int(sub.get("bytes_tokenizer", 0))  # present where the track counts the tokenizer
+    if tokenizer:
+        tok = folder / "tokenizer.model"
+        real = tok.stat().st_size if tok.is_file() else None
+        if real != tokenizer:
+            problems.append(f"bytes_tokenizer says {tokenizer:,} but tokenizer.model holds {real}")
     for seed, r in sub["seed_results"].items():
         art = folder / r["artifact_file"]
         if not art.is_file():
@@ -222,12 +247,13 @@ def validate_folder(folder: Path) -> list[str]:
         blob = art.read_bytes()
         if r.get("artifact_sha256") and hashlib.sha256(blob).hexdigest() != r["artifact_sha256"]:
             problems.append(f"{r['artifact_file']} does not match its sha256 in submission.json")
-        if len(blob) + sub["bytes_code"] != r["artifact_bytes"]:
+        if len(blob) + sub["bytes_code"] + tokenizer != r["artifact_bytes"]:
             problems.append(
                 f"seed {seed}: artifact_bytes {r['artifact_bytes']:,} != model {len(blob):,} + code {sub['bytes_code']:,}"
+                + (f" + tokenizer {tokenizer:,}" if tokenizer else "")
             )
-        if len(blob) + code > CAP_BYTES:
-            problems.append(f"seed {seed}: {len(blob) + code:,} bytes is over the {CAP_BYTES:,}-byte cap")
+        if len(blob) + code + tokenizer > CAP_BYTES:
+            problems.append(f"seed {seed}: {len(blob) + code + tokenizer:,} bytes is over the {CAP_BYTES:,}-byte cap")
         if not (folder / f"train_seed{seed}.log").is_file():
             problems.append(f"train_seed{seed}.log is missing")
     if sorted(int(s) for s in sub["seed_results"]) != sorted(sub["seeds"]):

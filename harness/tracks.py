@@ -31,7 +31,8 @@ class Track:
     """One track's rules, parsed from tracks/<name>.toml: ``budget_kind`` (seconds, tokens or flops),
     ``artifact_cap_bytes`` (decimal bytes, 16,000,000 by default), ``scales`` ({"official"|"dev": dataset,
     budget, eval_stride in tokens, eval_precision, eval_prequant, eval_adaptation ("none" | "score-first", default
-    "none"), hardware, optional dataset_sha256}), the
+    "none"), count_tokenizer_bytes (bool: the dataset's tokenizer .model bytes count toward the cap), hardware,
+    optional dataset_sha256}), the
     file's ``path`` and the sha256 of its bytes (recorded with every run).
     """
 
@@ -88,6 +89,12 @@ def _parse(path: Path) -> Track:
                     raise GolfError(
                         f"track file {path}: [{s}] eval_precision '{sec['eval_precision']}' must be one of"
                         f" {', '.join(EVAL_PRECISIONS)}; fix or restore it"
+                    )
+                # parameter-golf never counted the tokenizer (issue #43): absent means false
+                sec["count_tokenizer_bytes"] = sec.get("count_tokenizer_bytes", False)
+                if not isinstance(sec["count_tokenizer_bytes"], bool):
+                    raise GolfError(
+                        f"track file {path}: [{s}] count_tokenizer_bytes must be true or false; fix or restore it"
                     )
                 sec["eval_prequant"] = sec.get("eval_prequant", True)
                 if not isinstance(sec["eval_prequant"], bool):

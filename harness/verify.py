@@ -212,6 +212,15 @@ def _track_cap(manifest: dict) -> int:
         return CAP_BYTES
 
 
+def _track_counts_tokenizer(manifest: dict) -> bool:
+    """Whether the run's track (at its scale) counts the tokenizer toward the cap: the track file's rule, never the
+    result's own claim (False when the track file cannot be read: its own check fails)."""
+    try:
+        return bool(load_track(manifest["track"]).scale(manifest["scale"]).get("count_tokenizer_bytes", False))
+    except (GolfError, KeyError):
+        return False
+
+
 def recorded_precision(result: dict) -> str:
     """The precision a result was scored at: its ``eval_precision``, or fp32 for records older than the field."""
     return str(result.get("eval_precision") or "fp32")
@@ -308,11 +317,19 @@ def _verify_files(
             len(blob) == result["model_bytes"],
             f"artifact.golf is {len(blob):,} bytes, result claims {result['model_bytes']:,}",
         )
-        total = len(blob) + int(result["code_bytes"])
+        tokenizer = int(result.get("tokenizer_bytes") or 0) if _track_counts_tokenizer(manifest) else 0
+        if tokenizer and dataset is not None:
+            real = Path(dataset.tokenizer_path).stat().st_size
+            v.check(
+                "tokenizer-size",
+                real == tokenizer,
+                f"the dataset's tokenizer is {real:,} bytes, result claims {tokenizer:,}",
+            )
+        total = len(blob) + int(result["code_bytes"]) + tokenizer
         v.check(
             "artifact-total",
             total == result["artifact_bytes"],
-            f"code + model = {total:,}, result claims {result['artifact_bytes']:,}",
+            f"code + model{' + tokenizer' if tokenizer else ''} = {total:,}, result claims {result['artifact_bytes']:,}",
         )
         cap = _track_cap(manifest)  # the track's rule, never a number the result file states for itself
         v.check("cap", total <= cap, f"artifact total {total:,} bytes is over the {cap:,}-byte cap")
@@ -366,10 +383,13 @@ def _verify_files(
                 dataset,
                 int(result["eval_stride"]),
             )
+            context = result.get("eval_context")
             if recipe is None:
-                res = score_weights(*common, label="verify", precision=precision)
+                res = score_weights(*common, label="verify", precision=precision, context=context)
             else:  # the score was adaptive: re-derive it with the recipe run.json recorded
-                res, _ = score_weights_adaptive(*common, recipe, label="verify (adaptive)", precision=precision)
+                res, _ = score_weights_adaptive(
+                    *common, recipe=recipe, label="verify (adaptive)", precision=precision, context=context
+                )
             v.recomputed_bpb = res.val_bpb
             rtol = BPB_RTOL_BY_PRECISION[precision]
             v.check(

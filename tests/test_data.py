@@ -31,6 +31,34 @@ def test_build_is_deterministic(shakespeare_dir: Path, tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
 
 
+def test_default_build_keeps_the_content_the_dev_tracks_pin(shakespeare_dir: Path) -> None:
+    from golfbench.harness.cohort import dataset_full_sha256
+    from golfbench.harness.tracks import load_track
+
+    pins = {load_track(t).scale("dev")["dataset_sha256"] for t in ("fixed-data", "wallclock-10min", "flop-budget")}
+    assert pins == {dataset_full_sha256(Dataset.open(shakespeare_dir).manifest)}
+    assert Dataset.open(shakespeare_dir).manifest["build"]["tokenizer_recipe"]["vocab_size"] == 1024
+
+
+def test_build_with_a_larger_vocab(shakespeare: Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "shakespeare_sp4096"
+    golf_ok("data", "build", "shakespeare", "--vocab", "4096", "--out", str(out))
+    ds = Dataset.open(out)
+    assert (ds.id, ds.vocab_size) == ("shakespeare_sp4096", 4096)
+    assert load_tokenizer(ds.tokenizer_path).vocab_size() == 4096
+    assert verify(out)["ok"]
+    # same documents, same split: the same val bytes in fewer tokens, and ids past 1024 in use
+    assert [d["name"] for d in ds.manifest["docs"]["val"]] == [d["name"] for d in shakespeare.manifest["docs"]["val"]]
+    assert count_val_bytes(ds.val_tokens(), ds.accounting()) == count_val_bytes(
+        shakespeare.val_tokens(), shakespeare.accounting()
+    )
+    assert len(ds.val_tokens()) < 0.9 * len(shakespeare.val_tokens())
+    assert int(ds.val_tokens().max()) >= 1024
+    r = golf("data", "build", "shakespeare", "--vocab", "2048", "--out", str(tmp_path / "x"))
+    assert r.returncode != 0 and not (tmp_path / "x").exists()
+    assert r.stderr.strip() == "error: --vocab 2048 is not offered for shakespeare: choose 1024, 4096, 8192"
+
+
 def test_tokenizer_is_trained_on_train_docs_only_and_reproducibly(shakespeare: Dataset, tmp_path: Path) -> None:
     train_names = {d["name"] for d in shakespeare.manifest["docs"]["train"]}
     texts = [d.text for d in load_documents() if d.name in train_names]
@@ -190,12 +218,15 @@ def test_open_catches_a_truncated_shard(dataset_copy: Path) -> None:
 # ---------------------------------------------------------------------------------------------- fineweb
 
 
-def _fake_export(root: Path, tokenizer: Path, train: int = 3, val: list[list[int]] | None = None) -> Path:
-    """parameter-golf's local layout: datasets/fineweb10B_sp1024/*.bin and tokenizers/fineweb_1024_bpe.model.
+def _fake_export(
+    root: Path, tokenizer: Path, train: int = 3, val: list[list[int]] | None = None, vocab: int = 1024
+) -> Path:
+    """parameter-golf's local layout: datasets/fineweb10B_sp<vocab>/*.bin and tokenizers/fineweb_<vocab>_bpe.model
+    (the community sp4096 / sp8192 exports use the same layout).
 
     Documents are real text encoded with ``tokenizer`` (fetch proves the byte table on the val documents), cut
     to 999 + i tokens (train shard i) and 500 and 300 tokens (val) unless ``val`` gives the val documents' ids."""
-    shard_dir = root / "datasets" / "fineweb10B_sp1024"
+    shard_dir = root / "datasets" / f"fineweb10B_sp{vocab}"
     shard_dir.mkdir(parents=True)
     sp = load_tokenizer(tokenizer)
     texts = {d.name: d.text for d in load_documents()}
@@ -212,7 +243,7 @@ def _fake_export(root: Path, tokenizer: Path, train: int = 3, val: list[list[int
     # A CaseOps byte sidecar matches `fineweb_val_*.bin` but is not a val shard.
     write_shard(shard_dir / "fineweb_val_bytes_000000.bin", np.random.default_rng(1).integers(0, 5, 802))
     (root / "tokenizers").mkdir()
-    shutil.copy(tokenizer, root / "tokenizers" / "fineweb_1024_bpe.model")
+    shutil.copy(tokenizer, root / "tokenizers" / f"fineweb_{vocab}_bpe.model")
     return root
 
 
@@ -239,6 +270,43 @@ def test_fineweb_fetch_from_source(shakespeare: Dataset, tmp_path: Path) -> None
         fineweb.fetch(tmp_path / "b", variant="byte260", source=src)
     with pytest.raises(GolfError, match="no folder datasets/fineweb10B_sp4096"):
         fineweb.fetch(tmp_path / "c", variant="sp4096", source=src)
+
+
+@pytest.mark.parametrize("vocab", [4096, 8192])
+def test_fineweb_fetch_of_a_community_variant_from_source(vocab: int, tmp_path: Path) -> None:
+    # A tokenizer of the variant's size, trained here with the recipe on the Shakespeare train documents.
+    train_docs, _ = split_documents(load_documents())
+    model = train_tokenizer([d.text for d in train_docs], tmp_path / "tok.model", vocab_size=vocab)
+    src = _fake_export(tmp_path / "src", model, train=2, vocab=vocab)
+    variant = f"sp{vocab}"
+    out = fineweb.fetch(tmp_path / f"fineweb_{variant}", variant=variant, train_shards=2, source=src)
+    ds = Dataset.open(out)
+    assert (ds.id, ds.vocab_size, ds.manifest["variant"]) == (f"fineweb_{variant}", vocab, variant)
+    assert sha256_file(out / "tokenizer.model") == sha256_file(model)
+    assert (
+        read_shard(out / "fineweb_val_000000.bin").tolist()
+        == read_shard(src / "datasets" / f"fineweb10B_{variant}" / "fineweb_val_000000.bin").tolist()
+    )
+    # the val tokens use ids past 1024 (a real sp<vocab> stream, not an sp1024 one in disguise)
+    assert int(read_shard(out / "fineweb_val_000000.bin").max()) >= 1024
+    report = verify(out)
+    assert report["ok"], report["problems"]
+    # the CLI: --variant picks datasets/fineweb10B_<variant> and tokenizers/fineweb_<V>_bpe.model under --source
+    cli_out = tmp_path / "cli"
+    golf_ok("data", "fetch", "fineweb", "--variant", variant, "--source", str(src), "--train-shards", "1",
+            "--out", str(cli_out))  # fmt: skip
+    assert Dataset.open(cli_out).vocab_size == vocab
+    # the other size's tokenizer under this variant's name is refused in one line, nothing installed
+    other = 8192 if vocab == 4096 else 4096
+    shutil.copy(
+        train_tokenizer([d.text for d in train_docs], tmp_path / "other.model", vocab_size=other),
+        src / "tokenizers" / f"fineweb_{vocab}_bpe.model",
+    )
+    r = golf("data", "fetch", "fineweb", "--variant", variant, "--source", str(src), "--out", str(tmp_path / "bad"))
+    assert r.returncode != 0 and not (tmp_path / "bad").exists()
+    assert r.stderr.strip() == (
+        f"error: the tokenizer for variant {variant} has vocab {other}, expected {vocab}; check --variant/--source"
+    )
 
 
 def test_fineweb_download_path_uses_the_remote_manifest(shakespeare: Dataset, tmp_path: Path, monkeypatch) -> None:

@@ -109,7 +109,11 @@ def test_result_json_is_complete_and_consistent(torch_run, shakespeare_dir):
     assert math.isfinite(result["val_bpb"])
     assert result["val_bpb"] == pytest.approx(result["val_nll_sum"] / (math.log(2) * result["val_bytes"]), rel=1e-12)
     assert result["val_bpb"] < unigram_bpb(shakespeare_dir)
-    assert result["artifact_bytes"] == result["code_bytes"] + result["model_bytes"] <= CAP_BYTES
+    # fixed-data counts the tokenizer (count_tokenizer_bytes): code + model + the dataset's tokenizer.model
+    assert result["count_tokenizer_bytes"] is True
+    assert result["tokenizer_bytes"] == (shakespeare_dir / "tokenizer.model").stat().st_size
+    total = result["code_bytes"] + result["model_bytes"] + result["tokenizer_bytes"]
+    assert result["artifact_bytes"] == total <= CAP_BYTES
     assert result["model_bytes"] == (run_dir / "artifact.golf").stat().st_size
     assert abs(result["val_bpb"] - result["pre_quant_val_bpb"]) < 0.1
     verify = json.loads(golf("data", "verify", shakespeare_dir, "--json").stdout)

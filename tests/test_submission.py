@@ -87,6 +87,12 @@ def test_export_validate_and_rescore_round_trip(two_seeds, shakespeare_dir, tmp_
         assert (rec / f"train_seed{seed}.log").read_text().count("step:") >= 1
         assert (rec / f"artifact_seed{seed}.golf").is_file()
     assert "golf run --track fixed-data" in (rec / "README.md").read_text()
+    # fixed-data counts the tokenizer: it ships, and every seed's total holds model + code + tokenizer bytes
+    tokenizer = (shakespeare_dir / "tokenizer.model").read_bytes()
+    assert (rec / "tokenizer.model").read_bytes() == tokenizer and sub["bytes_tokenizer"] == len(tokenizer)
+    for seed, r in zip((0, 1), results):
+        assert sub["seed_results"][str(seed)]["artifact_bytes"] == r["artifact_bytes"]
+        assert r["artifact_bytes"] == r["model_bytes"] + sub["bytes_code"] + len(tokenizer)
     # the runs were unofficial (--budget, --eval-stride): the command that reproduces them says so
     assert sub["command"].endswith("--seed <SEED> --budget 16384 --eval-stride 256"), sub["command"]
     assert golf("validate-submission", rec).returncode == 0
@@ -109,6 +115,12 @@ def test_validate_catches_tampering(two_seeds, tmp_path):
     (rec / "src" / "extra.py").write_text("# unpaid helper code\n")
     res = golf("validate-submission", rec, check=False)
     assert res.returncode == 1 and "bytes_code" in res.stderr
+    (rec / "src" / "extra.py").unlink()
+    (rec / "tokenizer.model").write_bytes(b"smaller")  # a tokenizer other than the one counted
+    res = golf("validate-submission", rec, check=False)
+    assert res.returncode == 1 and f"bytes_tokenizer says {sub['bytes_tokenizer']:,} but tokenizer.model holds 7" in (
+        res.stderr
+    )
 
 
 def test_export_refuses_mixed_configurations_and_existing_folders(two_seeds, tmp_path):

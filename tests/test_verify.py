@@ -197,7 +197,8 @@ def test_verify_fails_on_a_swapped_artifact_with_matching_hash_claims(copy):
     # a careful forger also rewrites the hash and sizes; the artifact still names the run that made it
     blob = _other_seed_artifact(copy, "llama-tiny-torch-s1")
     (copy / "artifact.golf").write_bytes(blob)
-    code = json.loads((copy / "result.json").read_text())["code_bytes"]
+    claimed = json.loads((copy / "result.json").read_text())
+    code = claimed["code_bytes"] + claimed["tokenizer_bytes"]  # fixed-data counts the tokenizer too
     edit_json(
         copy / "result.json",
         artifact_sha256=hashlib.sha256(blob).hexdigest(),
@@ -211,7 +212,8 @@ def test_verify_fails_on_other_weights_under_this_runs_name(copy):
     # ... and where even the artifact's metadata is forged, the re-scored val_bpb gives it away
     blob = _other_seed_artifact(copy, "v0")
     (copy / "artifact.golf").write_bytes(blob)
-    code = json.loads((copy / "result.json").read_text())["code_bytes"]
+    claimed = json.loads((copy / "result.json").read_text())
+    code = claimed["code_bytes"] + claimed["tokenizer_bytes"]  # fixed-data counts the tokenizer too
     edit_json(
         copy / "result.json",
         artifact_sha256=hashlib.sha256(blob).hexdigest(),
@@ -334,3 +336,14 @@ def test_a_torn_last_event_line_is_ignored_by_readers(copy):
     with open(copy / "events.jsonl", "a") as f:
         f.write('{"step": 9, "tok')
     assert [e["step"] for e in read_events(copy / "events.jsonl") if "loss" in e] == [1, 8]
+
+
+def test_verify_recounts_the_tokenizer_the_track_counts(copy):
+    # fixed-data counts the tokenizer: a result claiming a smaller one (and a total to match) is caught
+    claimed = json.loads((copy / "result.json").read_text())
+    edit_json(
+        copy / "result.json",
+        tokenizer_bytes=claimed["tokenizer_bytes"] - 1000,
+        artifact_bytes=claimed["artifact_bytes"] - 1000,
+    )
+    assert failures(golf("verify", copy)) == ["tokenizer-size"]

