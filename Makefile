@@ -53,6 +53,7 @@ rehearse: setup data
 bench: setup data
 	$(BIN)/python bench/cpu.py --data $(DATA) --out bench/results/cpu.json
 	$(BIN)/python bench/codecs.py --data $(DATA) --out bench/results/codecs.json
+	$(BIN)/python bench/devloop.py --data $(DATA) --out bench/results/devloop.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -14,6 +14,7 @@ of the token after position t in that row, so the evaluator can probe any scorer
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -118,6 +119,11 @@ def get_backend(name: str) -> Backend:
     """
     if name not in REGISTRY:
         raise GolfError(f"unknown backend '{name}': choose one of {', '.join(backend_names())}")
+    # OpenMP threads that spin while they wait burn the cores the other threads need whenever a CPU is shared
+    # (two frameworks in one process, parallel runs): torch's megalodon scorer used 6x the CPU time with 2
+    # threads (bench/devloop.py). Sleeping waiters cost nothing measurable alone. libgomp reads this once, when
+    # the framework is loaded, so it only applies if nothing loaded it yet; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         module = importlib.import_module(REGISTRY[name])
     except ModuleNotFoundError as exc:

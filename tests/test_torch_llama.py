@@ -156,6 +156,17 @@ def test_scorer_chunks_rows_without_changing_results():
     np.testing.assert_allclose(chunked(tokens), whole(tokens), rtol=1e-6, atol=1e-6)
 
 
+def test_cpu_scorer_forwards_4096_tokens_at_a_time_with_the_same_bits():
+    config = micro_config()
+    weights = ref.random_weights(SPEC.shapes(config), seed=8)
+    tokens = np.random.default_rng(10).integers(0, 64, size=(300, 33)).astype(np.int32)  # 9,600 targets
+    default = BACKEND.scorer("llama", config, weights)
+    assert default.max_tokens == 4096
+    assert [s.stop - s.start for s in default._chunks(300, 32)] == [128, 128, 44]
+    one_pass = TorchScorer(default.model, 64, torch.device("cpu"), max_tokens=1 << 20)
+    np.testing.assert_array_equal(default(tokens), one_pass(tokens))
+
+
 def test_scorer_refuses_bad_input():
     config = micro_config()
     weights = ref.random_weights(SPEC.shapes(config), seed=0)

@@ -141,10 +141,15 @@ def chunked_attention(q, k, v, chunk: int, rope_base: float) -> torch.Tensor:
     q, k, v = fold(q), fold(k), fold(v)
     cos, sin = rope_tables(C, q.shape[-1], rope_base, q.device)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    # SDPA takes a value head dim different from the q/k one; scale=1 because q, k are already normalised.
-    o = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=1.0
-    )
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if q.device.type == "cpu" and q.shape[-1] != v.shape[-1] and not torch.is_autocast_enabled("cpu"):
+        # fp32 on the CPU: SDPA has no fused kernel for a value head dim different from the q/k one and falls
+        # back to its unfused math path (mask building, copies, checks); the plain ops are the same math.
+        future = torch.ones(C, C, dtype=torch.bool, device=q.device).triu(1)
+        scores = torch.matmul(q, k.transpose(-1, -2)).masked_fill(future, float("-inf"))
+        o = torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
+    else:  # scale=1 because q, k are already normalised
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
     return o.transpose(1, 2).reshape(B, n * C, H, -1)[:, :T]
 
 
