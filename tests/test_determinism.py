@@ -24,7 +24,7 @@ from golfbench.harness.runner import RunSpec, execute
 data, out, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 for backend, model, seed in runs:
     spec = RunSpec(track="fixed-data", scale="dev", backend=backend, model=model, preset="tiny", seed=seed, data=data,
-                   budget=8192.0, out=out, run_id=f"{model}-{backend}-s{seed}", eval_stride=256)
+                   budget=8192.0, out=out, run_id=f"{model}-{backend}-s{seed}", eval_stride=256, prequant=True)
     result = execute(spec)
     assert result["status"] == "ok", result
 """

@@ -66,6 +66,7 @@ def torch_run(shakespeare_dir, tmp_path_factory):
         "65536",
         "--eval-stride",
         "256",
+        "--prequant",
         "--out",
         out,
         "--json",

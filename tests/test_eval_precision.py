@@ -239,7 +239,7 @@ def test_a_run_scored_once_exports_and_ranks(bf16_run, tmp_path):
 
 def test_prequant_flag_overrides_the_track_rule(shakespeare_dir, tmp_path, monkeypatch):
     """`golf run --prequant/--no-prequant` reaches RunSpec.prequant, and Run.eval_prequant follows it over the
-    track's eval_prequant (dev: true)."""
+    track's eval_prequant (dev: false since track version 3)."""
     from typer.testing import CliRunner
 
     from golfbench.harness import cli, runner
@@ -250,5 +250,5 @@ def test_prequant_flag_overrides_the_track_rule(shakespeare_dir, tmp_path, monke
     for flag in ([], ["--prequant"], ["--no-prequant"]):
         assert CliRunner().invoke(cli.app, [*base, *flag]).exit_code == 0
     assert [s.prequant for s in specs] == [None, True, False]
-    assert [runner.Run(s).eval_prequant for s in specs] == [True, True, False]
+    assert [runner.Run(s).eval_prequant for s in specs] == [False, True, False]
     assert runner.Run(specs[0]).eval_precision == "fp32"

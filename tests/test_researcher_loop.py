@@ -27,7 +27,7 @@ def runs(shakespeare_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("loop")
     data = small_dataset(shakespeare_dir, root / "shakespeare_sp1024")
     out = root / "runs"
-    common = (*RUN_ARGS, "--data", data, "--budget", str(STEPS * 4096), "--out", out, "--log-every", "1")
+    common = (*RUN_ARGS, "--data", data, "--budget", str(STEPS * 4096), "--out", out, "--log-every", "1", "--prequant")
     curve = golf_ok(
         "run", *common, "--run-id", "curve", "--val-points", POINTS, "--log-to", "wandb", "--log-to", "tensorboard",
         env=TRACKED,

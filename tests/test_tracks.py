@@ -103,7 +103,7 @@ def test_the_three_tracks_and_their_rules():
         assert t.scale("official")["dataset"] == "fineweb_sp1024" and t.scale("dev")["dataset"] == "shakespeare_sp1024"
         # official: scored once (no pre-quant diagnostic), in bf16; dev: fp32 and the pre-quant score too
         assert (t.scale("official")["eval_precision"], t.scale("official")["eval_prequant"]) == ("bf16", False)
-        assert (t.scale("dev")["eval_precision"], t.scale("dev")["eval_prequant"]) == ("fp32", True)
+        assert (t.scale("dev")["eval_precision"], t.scale("dev")["eval_prequant"]) == ("fp32", False)
         assert t.sha256 == hashlib.sha256(t.path.read_bytes()).hexdigest()
     with pytest.raises(GolfError, match="unknown track 'marathon'.*fixed-data"):
         load_track("marathon")
