@@ -143,6 +143,11 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
         cmd += f" --eval-context {int(recorded['eval_context'])}"
     for key, value in (recorded.get("overrides") or {}).items():
         cmd += f" --set {key}={json.dumps(value)}"
+    # submission choices that change the score or the bytes: the codec, the compressor, test-time adaptation
+    for flag, key, default in (("--codec", "codec", "int8_per_row"), ("--compressor", "compressor", "zstd-22"),
+                               ("--adapt", "adapt", "none")):  # fmt: skip
+        if recorded.get(key, default) != default:
+            cmd += f" {flag} {recorded[key]}"
     submission = {
         "author": author,
         "github_id": github_id,

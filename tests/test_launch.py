@@ -149,6 +149,10 @@ def test_child_arguments_rebuild_the_same_spec(monkeypatch, prequant):
         val_points=3,
         log_to=["tensorboard", "wandb"],
         log_dir="logs",
+        eval_context=512,
+        adapt="sgd",
+        codec="gptq_int6",
+        compressor="brotli",
     )
     seen = []
     monkeypatch.setattr(runner, "execute", lambda s: seen.append(s) or {"status": "ok"})
