@@ -644,6 +644,26 @@ def entries(blob: bytes) -> list[TensorEntry]:
     return out
 
 
+TOKENIZER_FILE = "tokenizer.model.zst"  # the counted tokenizer, in a run directory and a submission folder
+MAX_TOKENIZER = 64 * 1024 * 1024
+
+
+def pack_tokenizer(raw: bytes) -> bytes:
+    """The tokenizer as a track that counts it (``count_tokenizer_bytes``) ships and counts it: the dataset's
+    .model bytes compressed with zstd-22, the way the model's own bytes are counted (parameter-golf records that
+    shipped a tokenizer shipped it raw; counting the raw ~255 kB sp1024 model, mostly its nmt_nfkc charsmap, would
+    push parameter-golf's own baseline over the cap). Stored as ``TOKENIZER_FILE`` so verify never recompresses."""
+    return _zstd_compress(raw)
+
+
+def unpack_tokenizer(blob: bytes) -> bytes:
+    """The .model bytes inside a ``pack_tokenizer`` blob, decompressed with a bound (MAX_TOKENIZER). Raises GolfError
+    for a corrupt, truncated or oversized stream."""
+    if blob[:4] != ZSTD_MAGIC:
+        raise GolfError(f"{TOKENIZER_FILE} is not a zstd stream; re-export it from the run")
+    return _zstd_decompress(blob, MAX_TOKENIZER)
+
+
 def size_report(model_bytes: int, code: int, cap: int = CAP_BYTES, tokenizer: int = 0) -> dict:
     """The size rule for ``model_bytes`` (compressed artifact bytes) + ``code`` (code bytes) + ``tokenizer``
     (the dataset's tokenizer .model bytes where the track counts them, ``count_tokenizer_bytes``; else 0): a

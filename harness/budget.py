@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from golfbench.harness.artifact import KEEP_FLOAT_MAX_NUMEL, _decompress, pack
+from golfbench.harness.artifact import KEEP_FLOAT_MAX_NUMEL, _decompress, pack, pack_tokenizer
 from golfbench.harness.errors import GolfError
 from golfbench.harness.init import init_weights
 from golfbench.harness.models import ModelSpec, get_spec
@@ -121,12 +122,16 @@ def report(
     tokens_per_second: float | None = None,
     codecs: list[str] | None = None,
     compressor: str = "zstd-22",
+    data: str | None = None,
 ) -> dict:
     """The `golf budget` report as a dict: model, preset, config, param_count, flops_per_token (dict), batch,
     artifact (per codec, with ``compressor``: estimate/upper model bytes), code_bytes (per backend), and per track
     (``tracks``): budget kind and value at ``scale``, tokens and steps it buys (None for a wallclock budget
     without ``tokens_per_second``), and per codec and backend the estimated total and whether it fits the cap
-    (``fits``: "yes" when even the upper bound fits, "likely" when the estimate fits, "no" otherwise).
+    (``fits``: "yes" when even the upper bound fits, "likely" when the estimate fits, "no" otherwise). Where a
+    track counts the tokenizer (``count_tokenizer_bytes``), its counted bytes (artifact.pack_tokenizer) are added:
+    the tokenizer of ``data`` (a dataset folder), else of the track's dataset at data/<name>; ``tokenizer_bytes``
+    is None (and not added) when neither exists.
 
     Raises GolfError for an unknown model, preset, config key or scale, or a tokens_per_second <= 0.
     """
@@ -152,10 +157,15 @@ def report(
         bought = tokens_bought(track.budget_kind, rules["budget"], fpt["total"], tokens_per_second)
         if bought is not None:
             bought = math.floor(bought / seq_len) * seq_len  # whole sequences, as the runner consumes them
+        tokenizer = 0
+        if rules.get("count_tokenizer_bytes"):
+            folder = Path(data) if data else Path("data") / str(rules["dataset"])
+            model_file = folder / "tokenizer.model"
+            tokenizer = len(pack_tokenizer(model_file.read_bytes())) if model_file.is_file() else None
         fits = {}
         for c, a in artifact.items():
             for b, code in code_bytes.items():
-                total, upper = a.estimate + code, a.upper + code
+                total, upper = a.estimate + code + (tokenizer or 0), a.upper + code + (tokenizer or 0)
                 cap = track.artifact_cap_bytes
                 fits[f"{c}@{b}"] = {
                     "total_bytes": total,
@@ -171,6 +181,7 @@ def report(
                 "tokens": bought,
                 "steps": None if bought is None else math.ceil(bought / batch_tokens),
                 "train_flops": None if bought is None else bought * fpt["total"],
+                "tokenizer_bytes": tokenizer,
                 "artifact": fits,
             }
         )

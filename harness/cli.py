@@ -326,6 +326,9 @@ def budget_cmd(
         None, "--tokens-per-second", help="measured throughput (a run's tokens_per_second) to price a wallclock budget"
     ),
     compressor: str = typer.Option("zstd-22", help="artifact compressor: zstd-22 | lzma | brotli"),
+    data: Optional[Path] = typer.Option(
+        None, help="dataset whose tokenizer counts where a track counts it (default data/<track's dataset>)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
 ):
     """Before training: parameters, FLOPs per token, estimated artifact bytes per codec, what each track's budget
@@ -367,7 +370,9 @@ def budget_cmd(
     from golfbench.harness.artifact import check_compressor
 
     check_compressor(compressor)
-    rep = budget.report(model, preset, _parse_sets(sets), scale, code, tokens_per_second, compressor=compressor)
+    rep = budget.report(
+        model, preset, _parse_sets(sets), scale, code, tokens_per_second, compressor=compressor, data=data
+    )
     if as_json:
         _print_json(rep)
         return
@@ -383,7 +388,7 @@ def budget_cmd(
         at.add_row(c, f"{a['estimate']:,}", f"{a['upper']:,}")
     out.print(at)
     tt = Table(title="what each track buys")
-    for col in ("track", "budget", "tokens", "steps", "train FLOPs", "artifact (estimate + code)", "fits cap"):
+    for col in ("track", "budget", "tokens", "steps", "train FLOPs", "tokenizer", "artifact (estimate)", "fits cap"):
         tt.add_column(col, justify="left" if col in ("track", "fits cap") else "right")
     for t in rep["tracks"]:
         unit = {"seconds": "s", "tokens": "tokens", "flops": "FLOPs"}[t["budget_kind"]]
@@ -394,6 +399,11 @@ def budget_cmd(
                 "? (pass --tokens-per-second)" if t["tokens"] is None else f"{t['tokens']:,}",
                 "?" if t["steps"] is None else f"{t['steps']:,}",
                 "?" if t["train_flops"] is None else f"{t['train_flops']:.3g}",
+                "—"
+                if t["tokenizer_bytes"] == 0
+                else "? (no dataset)"
+                if t["tokenizer_bytes"] is None
+                else f"{t['tokenizer_bytes']:,}",
                 f"{key}: {f['total_bytes']:,} (≤ {f['upper_bytes']:,})",
                 {"yes": "[green]yes[/]", "likely": "[yellow]likely[/]", "no": "[red]no[/]"}[f["fits"]],
             )

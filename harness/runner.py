@@ -19,7 +19,15 @@ import numpy as np
 
 from golfbench.harness import code, progress, tracking
 from golfbench.harness.adapt import adapt_token_count, get_recipe
-from golfbench.harness.artifact import CODECS, check_codec, check_compressor, pack, size_report
+from golfbench.harness.artifact import (
+    CODECS,
+    TOKENIZER_FILE,
+    check_codec,
+    check_compressor,
+    pack,
+    pack_tokenizer,
+    size_report,
+)
 from golfbench.harness.backend import get_backend
 from golfbench.harness.cohort import dataset_content_sha256, dataset_full_sha256
 from golfbench.harness.data.dataset import Dataset
@@ -235,7 +243,9 @@ class Run:
         self.eval_context = self.model_spec.check_eval_context(self.config, spec.eval_context or self.seq_len)
         # the tokenizer .model bytes, counted toward the cap where the track says so (count_tokenizer_bytes)
         self.count_tokenizer_bytes = bool(self.scale.get("count_tokenizer_bytes", False))
-        self.tokenizer_bytes = Path(self.dataset.tokenizer_path).stat().st_size
+        # counted compressed (artifact.pack_tokenizer), as the model's bytes are; the blob ships in the run dir
+        self.tokenizer_blob = pack_tokenizer(Path(self.dataset.tokenizer_path).read_bytes())
+        self.tokenizer_bytes = len(self.tokenizer_blob)
         self.batch_seqs = max(1, int(self.config["train_batch_tokens"]) // self.seq_len)
         self.batch_tokens = self.batch_seqs * self.seq_len
         self.resume = resume
@@ -934,6 +944,8 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
     )
     if main:
         atomic_write_bytes(run.dir / "artifact.golf", blob)
+        if run.count_tokenizer_bytes:  # the tokenizer the track counts, as counted
+            atomic_write_bytes(run.dir / TOKENIZER_FILE, run.tokenizer_blob)
     # The score is always measured on the round trip, loaded back from the bytes alone.
     loaded = load_artifact_model(blob if not main else (run.dir / "artifact.golf").read_bytes())
     if run.adapt_recipe is None:

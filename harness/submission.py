@@ -6,15 +6,15 @@ and is validated before it is written; the folder is assembled in a temp dir and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from golfbench.harness.artifact import CAP_BYTES
+from golfbench.harness.artifact import CAP_BYTES, TOKENIZER_FILE, unpack_tokenizer
 from golfbench.harness.code import code_bytes, code_digest, snapshot_files
-from golfbench.harness.data.manifest import sha256_file
 from golfbench.harness.errors import GolfError
 from golfbench.harness.records import atomic_write_bytes, dumps, read_events, read_json
 from golfbench.harness.schema import errors as schema_check
@@ -100,14 +100,23 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
             raise GolfError(f"run {d} ran other code than {runs[0][0]}: one submission holds seeds of one code version")
     bytes_code = code_bytes(code_files)
     # Where the track counts the tokenizer (result count_tokenizer_bytes), it ships in the folder and counts.
+    # It ships as the run counted it: the zstd-22 blob the run wrote (artifact.pack_tokenizer, TOKENIZER_FILE).
     tokenizer_file = None
     if first.get("count_tokenizer_bytes"):
         m0 = runs[0][1]["dataset"]
-        tokenizer_file = Path(m0["dir"]) / "tokenizer.model"
-        if not tokenizer_file.is_file() or sha256_file(tokenizer_file) != m0.get("tokenizer_sha256"):
+        tokenizer_file = runs[0][0] / TOKENIZER_FILE
+        ok = tokenizer_file.is_file()
+        if ok:
+            try:
+                ok = hashlib.sha256(unpack_tokenizer(tokenizer_file.read_bytes())).hexdigest() == m0.get(
+                    "tokenizer_sha256"
+                )
+            except GolfError:
+                ok = False
+        if not ok:
             raise GolfError(
                 f"the track counts the tokenizer, but {tokenizer_file} is missing or not the one the run used"
-                " (sha256 differs); restore the run's dataset to export"
+                " (sha256 differs); re-run to export"
             )
     bytes_tokenizer = tokenizer_file.stat().st_size if tokenizer_file else 0
     bpbs = [float(r["val_bpb"]) for _, _, r in runs]
@@ -186,7 +195,7 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
             shutil.copyfile(d / "artifact.golf", tmp / f"artifact_seed{r['seed']}.golf")
             atomic_write_bytes(tmp / f"train_seed{r['seed']}.log", _train_log(d, m, r).encode())
         if tokenizer_file:
-            shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
+            shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
         src = tmp / "src"
         src.mkdir()
         for f in code_files:
@@ -200,7 +209,7 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
             f"- model: `{first['model']}/{first['preset']}` on the `{first['backend']}` backend of golfbench",
             f"- val_bpb: **{submission['val_bpb']:.4f}** ± {submission['val_bpb_std']:.4f} over seeds {sorted(seeds)}",
             f"- bytes: {submission['bytes_total']:,} total ({bytes_code:,} code in `src/` + compressed model"
-            + (f" + {bytes_tokenizer:,} tokenizer.model" if tokenizer_file else "")
+            + (f" + {bytes_tokenizer:,} {TOKENIZER_FILE}" if tokenizer_file else "")
             + ")",
             f"- eval: {submission['eval_policy']}",
             "",
@@ -232,18 +241,21 @@ def validate_folder(folder: Path) -> list[str]:
     problems = schema_errors(sub)
     if problems:
         return problems
-    import hashlib
-
     src = folder / "src"
     code = sum(len(p.read_bytes()) for p in sorted(src.glob("*.py"))) if src.is_dir() else 0
     if code != sub["bytes_code"]:
         problems.append(f"bytes_code says {sub['bytes_code']:,} but the source files in src/ hold {code:,} bytes")
     tokenizer = int(sub.get("bytes_tokenizer", 0))  # present where the track counts the tokenizer
     if tokenizer:
-        tok = folder / "tokenizer.model"
+        tok = folder / TOKENIZER_FILE
         real = tok.stat().st_size if tok.is_file() else None
         if real != tokenizer:
-            problems.append(f"bytes_tokenizer says {tokenizer:,} but tokenizer.model holds {real}")
+            problems.append(f"bytes_tokenizer says {tokenizer:,} but {TOKENIZER_FILE} holds {real}")
+        else:
+            try:
+                unpack_tokenizer(tok.read_bytes())
+            except GolfError as exc:
+                problems.append(str(exc))
     for seed, r in sub["seed_results"].items():
         art = folder / r["artifact_file"]
         if not art.is_file():

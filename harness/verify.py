@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from golfbench.harness.artifact import CAP_BYTES, describe
+from golfbench.harness.artifact import CAP_BYTES, TOKENIZER_FILE, describe, unpack_tokenizer
 from golfbench.harness.code import SNAPSHOT_DIR, code_bytes, code_digest, snapshot_files
 from golfbench.harness.data.dataset import Dataset
 from golfbench.harness.data.dataset import verify as verify_dataset
@@ -212,6 +212,24 @@ def _track_cap(manifest: dict) -> int:
         return CAP_BYTES
 
 
+def _tokenizer_problem(path: Path, claimed: int, manifest: dict) -> tuple[bool, str]:
+    """(ok, problem) for the counted tokenizer of a run: ``path`` (artifact.TOKENIZER_FILE) holds ``claimed`` bytes
+    and decompresses to the tokenizer the run's dataset had (its sha256 in run.json)."""
+    if not path.is_file():
+        return False, f"{path.name} is missing: the track counts the tokenizer the run shipped"
+    blob = path.read_bytes()
+    if len(blob) != claimed:
+        return False, f"{path.name} is {len(blob):,} bytes, result claims {claimed:,}"
+    try:
+        raw = unpack_tokenizer(blob)
+    except GolfError as exc:
+        return False, str(exc)
+    want = manifest.get("dataset", {}).get("tokenizer_sha256")
+    if hashlib.sha256(raw).hexdigest() != want:
+        return False, f"{path.name} is not the tokenizer of the run's dataset (sha256 differs)"
+    return True, ""
+
+
 def _track_counts_tokenizer(manifest: dict) -> bool:
     """Whether the run's track (at its scale) counts the tokenizer toward the cap: the track file's rule, never the
     result's own claim (False when the track file cannot be read: its own check fails)."""
@@ -318,13 +336,8 @@ def _verify_files(
             f"artifact.golf is {len(blob):,} bytes, result claims {result['model_bytes']:,}",
         )
         tokenizer = int(result.get("tokenizer_bytes") or 0) if _track_counts_tokenizer(manifest) else 0
-        if tokenizer and dataset is not None:
-            real = Path(dataset.tokenizer_path).stat().st_size
-            v.check(
-                "tokenizer-size",
-                real == tokenizer,
-                f"the dataset's tokenizer is {real:,} bytes, result claims {tokenizer:,}",
-            )
+        if tokenizer:
+            v.check("tokenizer-size", *_tokenizer_problem(run_dir / TOKENIZER_FILE, tokenizer, manifest))
         total = len(blob) + int(result["code_bytes"]) + tokenizer
         v.check(
             "artifact-total",

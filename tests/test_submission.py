@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from golfbench.harness import submission
 
@@ -88,8 +89,9 @@ def test_export_validate_and_rescore_round_trip(two_seeds, shakespeare_dir, tmp_
         assert (rec / f"artifact_seed{seed}.golf").is_file()
     assert "golf run --track fixed-data" in (rec / "README.md").read_text()
     # fixed-data counts the tokenizer: it ships, and every seed's total holds model + code + tokenizer bytes
-    tokenizer = (shakespeare_dir / "tokenizer.model").read_bytes()
-    assert (rec / "tokenizer.model").read_bytes() == tokenizer and sub["bytes_tokenizer"] == len(tokenizer)
+    raw = (shakespeare_dir / "tokenizer.model").read_bytes()
+    tokenizer = (rec / "tokenizer.model.zst").read_bytes()  # shipped and counted zstd-22 compressed
+    assert zstandard.ZstdDecompressor().decompress(tokenizer) == raw and sub["bytes_tokenizer"] == len(tokenizer)
     for seed, r in zip((0, 1), results):
         assert sub["seed_results"][str(seed)]["artifact_bytes"] == r["artifact_bytes"]
         assert r["artifact_bytes"] == r["model_bytes"] + sub["bytes_code"] + len(tokenizer)
@@ -116,10 +118,11 @@ def test_validate_catches_tampering(two_seeds, tmp_path):
     res = golf("validate-submission", rec, check=False)
     assert res.returncode == 1 and "bytes_code" in res.stderr
     (rec / "src" / "extra.py").unlink()
-    (rec / "tokenizer.model").write_bytes(b"smaller")  # a tokenizer other than the one counted
+    (rec / "tokenizer.model.zst").write_bytes(b"smaller")  # a tokenizer other than the one counted
     res = golf("validate-submission", rec, check=False)
-    assert res.returncode == 1 and f"bytes_tokenizer says {sub['bytes_tokenizer']:,} but tokenizer.model holds 7" in (
-        res.stderr
+    assert (
+        res.returncode == 1
+        and f"bytes_tokenizer says {sub['bytes_tokenizer']:,} but tokenizer.model.zst holds 7" in (res.stderr)
     )
 
 
