@@ -6,7 +6,7 @@ Measures, on this machine and this code: (1) the seconds to score freshly initia
 with each backend's scorer through ``score_weights`` (probes + sliding-window evaluator at stride 64) on the first
 ``--val-tokens`` tokens of the val split, min of ``--repeat`` runs, wall and process-CPU seconds; (2) one `golf run`
 of each model on the dev fixed-data track (torch backend): its training seconds against its evaluation seconds
-(pre-quant + artifact passes, from events.jsonl). The "before" block (measured on the original code) and the
+(every scoring pass in events.jsonl: the artifact pass, plus pre-quant on tracks before version 3). The "before" block (measured on the original code) and the
 "note" / "decisions" blocks are carried over from an existing --out file; --as-before stores this run's numbers
 as the "before" block instead. Timings on a shared machine are noisy: compare CPU seconds and ratios.
 """
