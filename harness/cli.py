@@ -133,6 +133,7 @@ def data_build(
     from golfbench.harness.data import shakespeare
 
     shakespeare.check_vocab(vocab)
+    shakespeare.check_destination(out_dir or Path(f"data/shakespeare_sp{vocab}"), vocab)  # before the progress bar
     with progress.bar(f"build shakespeare_sp{vocab}", 4) as update:
         path = shakespeare.build(
             out_dir or Path(f"data/shakespeare_sp{vocab}"),
@@ -343,7 +344,14 @@ def budget_cmd(
     if scale not in SCALES:
         raise GolfError(f"unknown scale '{scale}': choose official or dev")
     preset = preset or default_preset(model, scale)
-    get_spec(model).config(preset, _parse_sets(sets))  # a bad model, preset or --set fails before any import
+    overrides = _parse_sets(sets)
+    if data is not None:  # a model takes its vocab from the dataset it trains on, as `golf run` does
+        if not (data / "manifest.json").is_file():
+            raise GolfError(f"no dataset at {data} (manifest.json missing): point --data at a dataset or drop it")
+        from golfbench.harness.data.dataset import Dataset
+
+        overrides.setdefault("vocab_size", Dataset.open(data).vocab_size)
+    get_spec(model).config(preset, overrides)  # a bad model, preset or --set fails before any import
     plugin = get_plugin(model)
     names = backends or (sorted(plugin.implementations) if plugin else backend_names())
     code: dict[str, int] = {}
@@ -370,9 +378,7 @@ def budget_cmd(
     from golfbench.harness.artifact import check_compressor
 
     check_compressor(compressor)
-    rep = budget.report(
-        model, preset, _parse_sets(sets), scale, code, tokens_per_second, compressor=compressor, data=data
-    )
+    rep = budget.report(model, preset, overrides, scale, code, tokens_per_second, compressor=compressor, data=data)
     if as_json:
         _print_json(rep)
         return

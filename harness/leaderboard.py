@@ -2,7 +2,8 @@
 dataset content, eval stride/context/precision, hardware class), so runs scored on other data, another
 tokenizer or another eval policy are never averaged or ranked together.
 
-Entries group runs with the same (model, preset, backend, config hash, TTT recipe) across seeds; they rank by mean
+Entries group runs with the same (model, preset, backend, config hash, TTT recipe, codec, compressor) across
+seeds (a repeated seed is skipped with a warning); they rank by mean
 val_bpb; each row shows the one-sided Welch p-value that it is worse than the entry above. Only runs whose
 files pass the verifier's file checks, with status ok and not unofficial (unless asked), are counted;
 malformed or partial results are skipped with a warning.
@@ -41,6 +42,8 @@ class Entry:
     eval_stride: int | None = None
     unofficial: bool = False
     adapt: str = "none"  # the score-first TTT recipe the runs were scored with (harness/adapt.py): not a seed of "none"
+    codec: str = "int8_per_row"  # the artifact codec and compressor (harness/artifact.py): other bytes, other scores
+    compressor: str = "zstd-22"
     runs: list[dict] = field(default_factory=list)
     p_vs_above: float | None = None
 
@@ -66,7 +69,8 @@ class Entry:
 
     @property
     def artifact_bytes(self) -> int:
-        """The largest total artifact size over the runs: compressed model + code bytes (what the cap limits)."""
+        """The largest total artifact size over the runs: compressed model + code (+ the tokenizer where the track
+        counts it) bytes, what the cap limits."""
         return max(int(r["artifact_bytes"]) for r in self.runs)
 
     @property
@@ -86,6 +90,8 @@ class Entry:
             "budget_limit": self.budget_limit,
             "eval_stride": self.eval_stride,
             "adapt": self.adapt,
+            "codec": self.codec,
+            "compressor": self.compressor,
             "mean_val_bpb": self.mean,
             "std_val_bpb": self.std,
             "seeds": self.seeds,
@@ -258,9 +264,16 @@ def collect(runs_dir: Path, track: str | None = None, include_unofficial: bool =
             result.get("eval_stride"),
             bool(result["unofficial"]),
             result.get("adapt_recipe") or "none",
+            result.get("codec") or "int8_per_row",
+            result.get("compressor") or "zstd-22",
         )
-        entries = groups.setdefault(board_key, {})
-        entries.setdefault(entry_key, Entry(*entry_key)).runs.append(result)
+        entry = groups.setdefault(board_key, {}).setdefault(entry_key, Entry(*entry_key))
+        if any(r["seed"] == result["seed"] for r in entry.runs):  # a repeated seed is not another sample
+            warnings.append(
+                f"skipped {run_dir}: seed {result['seed']} of this entry is already {entry.runs[0]['_dir']}"
+            )
+            continue
+        entry.runs.append(result)
     boards = []
     for key, entries in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         cohort = dict(zip(COHORT_FIELDS, key))
@@ -357,6 +370,8 @@ def _label(e: Entry) -> str:
     return (
         f"{e.model}/{e.preset}"
         + (f" + TTT {e.adapt}" if e.adapt != "none" else "")
+        + (f" [{e.codec}]" if e.codec != "int8_per_row" else "")
+        + (f" [{e.compressor}]" if e.compressor != "zstd-22" else "")
         + (
             f" (unofficial, budget {e.budget_limit:g})"
             if e.unofficial and e.budget_limit

@@ -84,9 +84,15 @@ def probe_scorer(
         )
 
     # Stillness: a scorer that learns from what it is asked to score (adapt before scoring) drifts between calls.
+    # A non-finite NLL is the evaluator's to report (with the window it came from), not a drift: NaN == NaN here.
     again = np.asarray(scorer(windows), dtype=np.float64)
-    drift = float(np.abs(again - nll).max())
-    if not drift < NLL_TOL * max(1.0, float(np.abs(nll).max())):
+    same = (again == nll) | (np.isnan(again) & np.isnan(nll))
+    finite = np.isfinite(again) & np.isfinite(nll)
+    drift = float(np.abs(np.where(finite, again - nll, 0.0)).max())
+    if not (same | finite).all():  # a value turned finite <-> non-finite between the two calls: it moved
+        drift = float("inf")
+    scale = float(np.abs(np.where(np.isfinite(nll), nll, 0.0)).max())
+    if not drift < NLL_TOL * max(1.0, scale):
         raise ProbeFailure(
             f"integrity probe: scoring the same windows twice changed an NLL by {drift:.3g}; a scorer must not"
             " change while it scores (training on a chunk before scoring it breaks score-first adaptation)"

@@ -21,6 +21,7 @@ from golfbench.harness import code, progress, tracking
 from golfbench.harness.adapt import adapt_token_count, get_recipe
 from golfbench.harness.artifact import (
     CODECS,
+    KEEP_FLOAT_MAX_NUMEL,
     TOKENIZER_FILE,
     check_codec,
     check_compressor,
@@ -161,6 +162,8 @@ class Run:
         check_compressor(spec.compressor)
         if spec.eval_stride is not None and spec.eval_stride < 1:
             raise GolfError(f"--eval-stride must be a positive number of tokens, got {spec.eval_stride}")
+        if spec.eval_context is not None and spec.eval_context < 1:
+            raise GolfError(f"--eval-context must be a positive number of tokens, got {spec.eval_context}")
         if not 0 <= int(spec.val_points) <= 1000:
             raise GolfError(f"--val-points must lie in 0..1000 (0 = no val curve), got {spec.val_points}")
         tracking.check(spec.log_to)  # a missing tracking library stops the run before anything is written
@@ -569,7 +572,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
     )
     fpt = run.flops_per_token["total"]
     warmdown = float(run.config.get("warmdown_frac", 0.2))
-    status, reason, last_loss = "ok", None, float("nan")
+    status, reason, last_loss, last_scale = "ok", None, float("nan"), 1.0
     plan = fixed_data_plan(run.limit, run.seq_len, run.batch_seqs) if kind == "tokens" else None
     clock = _clock(coll.rank)
     calib_rows = _calibration_rows(run, budget) if run.calibrate else 0
@@ -602,6 +605,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                 t0 = clock()
                 batch = stream.next(rows)
                 state, metrics = backend.train_step(state, batch, float(scale))
+                last_scale = float(scale)  # what this step ran at (the final event logs it, not a recomputation)
                 seconds = float(coll.broadcast([clock() - t0])[0])
                 tokens = rows * run.seq_len
                 budget.charge(seconds, tokens, fpt * tokens)
@@ -635,7 +639,7 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
                     "tokens": budget.tokens,
                     "flops": budget.flops,
                     "loss": last_loss,
-                    "lr_scale": lr_scale(budget.progress(), warmdown),
+                    "lr_scale": last_scale,
                 }
             )
     except GolfError:
@@ -697,10 +701,26 @@ def _calibrate(run: Run, state, budget: Budget, stream: BatchStream, clock, coll
     flops = run.flops_per_token["total"] / 3 * tokens
     budget.seconds += seconds
     budget.flops += flops
+    shapes = run.model_spec.shapes(run.config)
+    # the tensors GPTQ will actually quantize: a Hessian and big enough to leave the fp16/fp32 rule
+    gptq = [n for n in hessians if n in shapes and len(shapes[n]) == 2 and math.prod(shapes[n]) > KEEP_FLOAT_MAX_NUMEL]
     if coll.rank == 0:
         EventLog(run.dir / "events.jsonl").append(
-            {"event": "calibration", "seconds": seconds, "tokens": tokens, "flops": flops, "layers": len(hessians)}
+            {
+                "event": "calibration",
+                "seconds": seconds,
+                "tokens": tokens,
+                "flops": flops,
+                "layers": len(hessians),
+                "gptq_tensors": len(gptq),
+            }
         )
+        if not gptq:
+            progress.console.print(
+                f"[yellow]warning:[/] {run.spec.codec}: no tensor of this config has a Hessian and more than"
+                f" {KEEP_FLOAT_MAX_NUMEL:,} entries, so GPTQ quantizes nothing (small matrices stay fp16) while the"
+                " calibration was charged to the budget; int6_per_row stores the same bytes without it"
+            )
     return hessians, {"calibration_seconds": seconds, "calibration_tokens": tokens, "calibration_flops": flops}
 
 
@@ -959,6 +979,7 @@ def _score(run: Run, state, result: dict, code_size: int, coll: Collective) -> N
             label="eval (artifact)",
             collective=coll,
             precision=run.eval_precision,
+            context=run.eval_context,
         )
     else:  # score-first TTT: its seconds are part of eval_seconds, its FLOPs were reserved on a FLOP budget
         post, stats = score_weights_adaptive(

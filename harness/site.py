@@ -39,7 +39,7 @@ MARKER = ".golf-site"
 """The file that marks a folder as a site written by `write_site` (which may then replace it)."""
 
 AXES = (
-    ("bytes", "artifact bytes (model + code)"),
+    ("bytes", "artifact bytes (model + code + tokenizer where counted)"),
     ("flops", "training FLOPs (model)"),
     ("seconds", "training seconds"),
 )

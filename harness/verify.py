@@ -397,6 +397,13 @@ def _verify_files(
                 int(result["eval_stride"]),
             )
             context = result.get("eval_context")
+            planned = (manifest.get("eval") or {}).get("context")
+            if not v.check(
+                "eval-context",
+                planned is None or context is None or int(planned) == int(context),
+                f"result.json says the score used context {context}, run.json planned {planned}",
+            ):
+                return
             if recipe is None:
                 res = score_weights(*common, label="verify", precision=precision, context=context)
             else:  # the score was adaptive: re-derive it with the recipe run.json recorded

@@ -77,6 +77,8 @@ def watched_run(shakespeare_dir: Path, tmp_path_factory) -> tuple[Path, Path, di
             str(out),
             "--run-id",
             "iso",
+            "--val-points",  # the val curve scores a val subset during training by design (untimed, no gradient);
+            "0",  # this test watches the training data path alone
         ],
         cwd=ROOT,
         env=ENV,

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import reference_llama
 import reference_megalodon
+import zstandard
 from golf_helpers import ENV, golf, one_line_error, small_dataset
 
 from golfbench.harness import runner
@@ -125,10 +126,12 @@ def test_size_rule_adds_the_tokenizer() -> None:
 def test_run_records_and_counts_tokenizer_bytes(sp4096_dir: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
     run = runner.Run(_spec(sp4096_dir, tmp_path))
     assert run.count_tokenizer_bytes is True
-    assert run.tokenizer_bytes == (sp4096_dir / "tokenizer.model").stat().st_size > 0
+    raw = (sp4096_dir / "tokenizer.model").read_bytes()  # counted zstd-22 compressed, as the model's bytes are
+    assert run.tokenizer_bytes == len(zstandard.ZstdCompressor(level=22).compress(raw)) > 0
     wall = runner.Run(dataclasses.replace(_spec(shakespeare_dir, tmp_path), track="wallclock-10min"))
     assert wall.count_tokenizer_bytes is False
-    assert wall.tokenizer_bytes == (shakespeare_dir / "tokenizer.model").stat().st_size
+    raw = (shakespeare_dir / "tokenizer.model").read_bytes()
+    assert wall.tokenizer_bytes == len(zstandard.ZstdCompressor(level=22).compress(raw))  # recorded, not counted
 
 
 # ---------------------------------------------------------------------------------------------- eval context

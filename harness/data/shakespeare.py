@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -198,6 +199,23 @@ def check_vocab(vocab_size: int) -> int:
     return vocab_size
 
 
+def check_destination(out_dir: Path, vocab_size: int) -> None:
+    """Refuse (GolfError) to build ``shakespeare_sp<vocab_size>`` into ``out_dir`` when that folder holds something
+    other than a dataset (`check_out_dir`) or another dataset: a rebuild replaces only the same dataset."""
+    out_dir = Path(out_dir).absolute()
+    check_out_dir(out_dir)
+    want = f"{NAME}_sp{vocab_size}"
+    if (out_dir / "manifest.json").is_file():  # a rebuild replaces only the same dataset, never another one
+        try:
+            have = str(json.loads((out_dir / "manifest.json").read_text()).get("id", ""))
+        except (OSError, ValueError):
+            have = "?"
+        if have.split("-")[0] != want:
+            raise GolfError(
+                f"{out_dir} holds dataset '{have}'; building {want} there would replace it: choose another --out"
+            )
+
+
 def build(
     out_dir: Path,
     progress: Progress | None = None,
@@ -222,6 +240,7 @@ def build(
     check_vocab(vocab_size)
     out_dir = Path(out_dir).absolute()
     check_out_dir(out_dir)
+    check_destination(out_dir, vocab_size)
     steps = 4
     tick = progress or (lambda done, total: None)
     tick(0, steps)
