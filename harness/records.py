@@ -170,13 +170,25 @@ def run_dir(out: Path, track: str, scale: str, run_id: str) -> Path:
     return Path(out) / check_name("track", track) / check_name("scale", scale) / run_id
 
 
-def default_run_id(model: str, preset: str, backend: str, seed: int, unofficial: bool, budget: float | None) -> str:
+def default_run_id(
+    model: str,
+    preset: str,
+    backend: str,
+    seed: int,
+    unofficial: bool,
+    budget: float | None,
+    choices: tuple[str, ...] = (),
+) -> str:
     """``model-preset-backend-s<seed>``, plus ``-b<budget>`` (``%g``, without "+") for an unofficial run with an
-    overridden budget (seconds, tokens or FLOPs by track), so such runs never overwrite official ones.
+    overridden budget (seconds, tokens or FLOPs by track), so such runs never overwrite official ones, plus each of
+    ``choices`` (non-default submission choices such as a codec, a compressor or an adaptation recipe), so a run
+    with another codec does not collide with the plain one.
     """
     rid = f"{model}-{preset}-{backend}-s{seed}"
     if unofficial and budget is not None:
         rid += f"-b{budget:g}".replace("+", "")
+    for choice in choices:
+        rid += f"-{choice}"
     return rid
 
 

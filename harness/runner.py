@@ -168,8 +168,13 @@ class Run:
             raise GolfError(f"--val-points must lie in 0..1000 (0 = no val curve), got {spec.val_points}")
         tracking.check(spec.log_to)  # a missing tracking library stops the run before anything is written
         self.tracker = tracking.NULL
+        choices = tuple(
+            value
+            for value, default in ((spec.codec, "int8_per_row"), (spec.compressor, "zstd-22"), (spec.adapt, "none"))
+            if value != default
+        ) + ((f"ctx{spec.eval_context}",) if spec.eval_context else ())
         run_id = spec.run_id or default_run_id(
-            spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget
+            spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget, choices
         )
         self.dir = run_dir(Path(spec.out), self.track.name, spec.scale, run_id)
         self.run_id = run_id

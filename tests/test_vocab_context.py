@@ -212,13 +212,18 @@ def test_cli_run_records_the_eval_context_and_refuses_what_a_model_cannot(shakes
     result = json.loads(res.stdout)
     assert (result["eval_context"], result["train_context"], result["status"]) == (512, 256, "ok")
     assert "evaluated at context 512, trained at 256" in result["eval_policy"]
-    run_dir = out / "fixed-data" / "dev" / "llama-tiny-torch-s0-b4096"
+    run_dir = out / "fixed-data" / "dev" / "llama-tiny-torch-s0-b4096-ctx512"  # the default id names the context
     manifest = json.loads((run_dir / "run.json").read_text())
-    assert manifest["eval"] == {"stride": 64, "context": 512, "train_context": 256}
+    assert {k: manifest["eval"][k] for k in ("stride", "context", "train_context")} == {
+        "stride": 64,
+        "context": 512,
+        "train_context": 256,
+    }
     assert manifest["spec"]["eval_context"] == 512
     # the track counts the tokenizer: model + code + tokenizer, and `golf verify` agrees (it re-scores at 512)
     assert result["count_tokenizer_bytes"] is True
-    assert result["tokenizer_bytes"] == (data / "tokenizer.model").stat().st_size
+    raw = (data / "tokenizer.model").read_bytes()  # counted zstd-22 compressed
+    assert result["tokenizer_bytes"] == len(zstandard.ZstdCompressor(level=22).compress(raw))
     assert result["artifact_bytes"] == result["model_bytes"] + result["code_bytes"] + result["tokenizer_bytes"]
     verified = golf("verify", run_dir, env=ENV)
     assert verified.returncode == 0, verified.stdout + verified.stderr
