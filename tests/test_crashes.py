@@ -100,9 +100,12 @@ def _check_run_dir(d: Path) -> set[str]:
     names = {p.name for p in d.iterdir()}
     for name in names - RECORDS:
         # code/ is the run's source snapshot (harness/code.py), written whole (temp folder, then rename)
-        assert TMP_NAME.match(name) or name.startswith(("checkpoint", ".code.tmp")) or name == "code", (
-            f"unexpected file {d / name}"
-        )
+        # tokenizer.model.zst: the counted tokenizer (fixed-data counts it), written atomically beside the artifact
+        assert (
+            TMP_NAME.match(name) or name.startswith(("checkpoint", ".code.tmp")) or name in ("code", art.TOKENIZER_FILE)
+        ), f"unexpected file {d / name}"
+    if art.TOKENIZER_FILE in names:
+        assert art.unpack_tokenizer((d / art.TOKENIZER_FILE).read_bytes())  # whole, never a torn write
     if "run.json" in names:
         assert json.loads((d / "run.json").read_text())["run_id"] == d.name
     if "events.jsonl" in names:
