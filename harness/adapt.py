@@ -25,7 +25,6 @@ momentum and global-norm clipping on the mean token NLL of the chunk) and agree 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol, runtime_checkable
@@ -239,16 +238,14 @@ def evaluate_adaptive(
     assert n_scored == len(tokens) - 1
     if collective.world_size > 1:  # one number for the run: process 0's, identical on every process
         nll_sum = float(collective.broadcast([nll_sum])[0])
-    result = EvalResult(
-        val_nll_sum=nll_sum,
-        val_tokens=n_scored,
-        val_bytes=val_bytes,
-        val_bpb=nll_sum / (math.log(2) * val_bytes),
-        val_loss=nll_sum / n_scored,
-        eval_seconds=time.perf_counter() - t0,
-        eval_stride=stride,
-        eval_context=context,
-        policy=policy_text(context, stride, train_context)
+    result = EvalResult.from_sums(
+        nll_sum,
+        n_scored,
+        val_bytes,
+        t0,
+        context,
+        stride,
+        policy_text(context, stride, train_context)
         + f"; score-first adaptation '{recipe.name}': {n_chunks} chunks of ~{recipe.chunk_tokens} targets, each"
         " scored before the model trains on it, the last never trained on",
     )

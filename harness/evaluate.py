@@ -46,6 +46,24 @@ class EvalResult:
         """The fields as a plain dict (what result.json records)."""
         return asdict(self)
 
+    @classmethod
+    def from_sums(
+        cls, nll_sum: float, n_scored: int, val_bytes: int, t0: float, context: int, stride: int, policy: str
+    ) -> "EvalResult":
+        """The result of one pass from its float64 NLL sum (nats) over ``n_scored`` targets of ``val_bytes`` bytes:
+        BPB = nll_sum / (ln 2 · val_bytes), loss = nll_sum / n_scored; ``t0`` is the pass's time.perf_counter start."""
+        return cls(
+            val_nll_sum=nll_sum,
+            val_tokens=n_scored,
+            val_bytes=val_bytes,
+            val_bpb=nll_sum / (math.log(2) * val_bytes),
+            val_loss=nll_sum / n_scored,
+            eval_seconds=time.perf_counter() - t0,
+            eval_stride=stride,
+            eval_context=context,
+            policy=policy,
+        )
+
 
 def count_val_bytes(tokens: np.ndarray, accounting: ByteAccounting) -> int:
     """The BPB denominator: bytes of every token after the first, each given the token before it."""
@@ -178,14 +196,6 @@ def evaluate(
         nll_sum, total = (float(x) for x in collective.all_reduce_sum([nll_sum, n_scored]))
         n_scored = int(total)
     assert n_scored == len(tokens) - 1
-    return EvalResult(
-        val_nll_sum=nll_sum,
-        val_tokens=n_scored,
-        val_bytes=val_bytes,
-        val_bpb=nll_sum / (math.log(2) * val_bytes),
-        val_loss=nll_sum / n_scored,
-        eval_seconds=time.perf_counter() - t0,
-        eval_stride=stride,
-        eval_context=context,
-        policy=policy_text(context, stride, train_context),
+    return EvalResult.from_sums(
+        nll_sum, n_scored, val_bytes, t0, context, stride, policy_text(context, stride, train_context)
     )

@@ -137,12 +137,10 @@ def cli_args(spec, resume_dir: Path | None = None) -> list[str]:
         args += ["--log-to", name]
     if spec.log_dir:
         args += ["--log-dir", str(spec.log_dir)]
-    if spec.adapt != "none":
-        args += ["--adapt", spec.adapt]
-    if spec.codec != "int8_per_row":
-        args += ["--codec", spec.codec]
-    if spec.compressor != "zstd-22":
-        args += ["--compressor", spec.compressor]
+    from golfbench.harness.runner import chosen
+
+    for flag, value in chosen(vars(spec)):
+        args += [flag, value]
     if spec.force:
         args.append("--force")
     return args

@@ -116,6 +116,22 @@ class RunSpec:
         return self.budget is not None or self.eval_stride is not None or bool(self.overrides)
 
 
+# Submission choices a run may make away from RunSpec's defaults: (RunSpec field, `golf run` flag). Each changes the
+# artifact's bytes or its score, so launched children, default run ids and exported commands all carry them.
+CHOICES = (("codec", "--codec"), ("compressor", "--compressor"), ("adapt", "--adapt"))
+
+
+def chosen(values: dict) -> list[tuple[str, str]]:
+    """(flag, value) of each of CHOICES that ``values`` (a RunSpec's fields, ``vars(spec)``, or run.json's
+    recorded "spec") sets away from RunSpec's default, in CHOICES order; a missing key counts as the default."""
+    out = []
+    for key, flag in CHOICES:
+        default = RunSpec.__dataclass_fields__[key].default
+        if values.get(key, default) != default:
+            out.append((flag, values[key]))
+    return out
+
+
 def config_hash(config: dict) -> str:
     """Runs group across seeds on the leaderboard only when their full config is identical."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
@@ -168,11 +184,9 @@ class Run:
             raise GolfError(f"--val-points must lie in 0..1000 (0 = no val curve), got {spec.val_points}")
         tracking.check(spec.log_to)  # a missing tracking library stops the run before anything is written
         self.tracker = tracking.NULL
-        choices = tuple(
-            value
-            for value, default in ((spec.codec, "int8_per_row"), (spec.compressor, "zstd-22"), (spec.adapt, "none"))
-            if value != default
-        ) + ((f"ctx{spec.eval_context}",) if spec.eval_context else ())
+        choices = tuple(value for _, value in chosen(vars(spec))) + (
+            (f"ctx{spec.eval_context}",) if spec.eval_context else ()
+        )
         run_id = spec.run_id or default_run_id(
             spec.model, spec.preset, spec.backend, spec.seed, spec.unofficial, spec.budget, choices
         )

@@ -18,7 +18,7 @@ from golfbench.harness.data.dataset import Dataset
 from golfbench.harness.distributed import SINGLE, Collective
 from golfbench.harness.errors import GolfError
 from golfbench.harness.evaluate import EvalResult, evaluate
-from golfbench.harness.models import check_weights, get_spec
+from golfbench.harness.models import ModelSpec, check_weights, get_spec
 from golfbench.harness.probes import probe_scorer
 
 
@@ -81,8 +81,7 @@ def score_weights(
     share of the windows and all get the same result. Raises GolfError (vocab mismatch, bad weights, a probe
     failure, a non-finite NLL).
     """
-    _check_inputs(model, config, weights, dataset)
-    spec = get_spec(model)
+    spec = _check_inputs(model, config, weights, dataset)
     backend = get_backend(backend_name)
     scorer = backend.scorer(model, config, weights, precision=precision)
     tokens = dataset.val_tokens()
@@ -114,7 +113,8 @@ def _probe_text(probes: dict) -> str:
     )
 
 
-def _check_inputs(model: str, config: dict, weights: dict[str, np.ndarray], dataset: Dataset) -> None:
+def _check_inputs(model: str, config: dict, weights: dict[str, np.ndarray], dataset: Dataset) -> ModelSpec:
+    """The model's spec, once ``config``'s vocab matches ``dataset``'s and ``weights`` match the spec (GolfError)."""
     spec = get_spec(model)
     if config["vocab_size"] != dataset.vocab_size:
         raise GolfError(
@@ -122,6 +122,7 @@ def _check_inputs(model: str, config: dict, weights: dict[str, np.ndarray], data
             " use a dataset built with the same tokenizer"
         )
     check_weights(spec, config, weights)
+    return spec
 
 
 def score_weights_adaptive(
@@ -144,14 +145,14 @@ def score_weights_adaptive(
     Returns the result and what adaptation cost. Raises GolfError as `score_weights`, for a backend without
     an ``adapter`` hook. With several processes each runs the whole evaluation and returns process 0's result.
     """
-    _check_inputs(model, config, weights, dataset)
+    spec = _check_inputs(model, config, weights, dataset)
     backend = get_backend(backend_name)
     if not hasattr(backend, "adapter"):
         raise GolfError(f"backend '{backend_name}' has no test-time adaptation hook (adapter); run without --adapt")
     adapter = backend.adapter(model, config, weights, precision=precision, recipe=recipe)
     tokens = dataset.val_tokens()
     trained = int(config["seq_len"])
-    context = get_spec(model).check_eval_context(config, int(context) if context is not None else trained)
+    context = spec.check_eval_context(config, int(context) if context is not None else trained)
     vocab = int(config["vocab_size"])
     probes = probe_scorer(adapter, tokens, context, vocab, precision=precision)
     after: list[dict] = []
@@ -163,7 +164,7 @@ def score_weights_adaptive(
             context=context,
             stride=min(stride, context),
             recipe=recipe,
-            flops_per_token=get_spec(model).flops_per_token(config)["total"],
+            flops_per_token=spec.flops_per_token(config)["total"],
             bos_id=dataset.bos_id,
             batch_windows=batch_windows,
             probe=lambda a: after.append(probe_scorer(a, tokens, context, vocab, precision=precision)),

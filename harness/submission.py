@@ -153,10 +153,10 @@ def export(run_dirs: list[Path], out: Path, author: str, github_id: str, name: s
     for key, value in (recorded.get("overrides") or {}).items():
         cmd += f" --set {key}={json.dumps(value)}"
     # submission choices that change the score or the bytes: the codec, the compressor, test-time adaptation
-    for flag, key, default in (("--codec", "codec", "int8_per_row"), ("--compressor", "compressor", "zstd-22"),
-                               ("--adapt", "adapt", "none")):  # fmt: skip
-        if recorded.get(key, default) != default:
-            cmd += f" {flag} {recorded[key]}"
+    from golfbench.harness.runner import chosen
+
+    for flag, value in chosen(recorded):
+        cmd += f" {flag} {value}"
     submission = {
         "author": author,
         "github_id": github_id,
