@@ -51,6 +51,12 @@ class Collective(Protocol):
     def broadcast(self, values: np.ndarray) -> np.ndarray:
         """Process 0's ``values`` on every process; float64 (n,) -> float64 (n,)."""
 
+    def step_sync(self, control: np.ndarray, loss) -> tuple[np.ndarray, float]:
+        """The training loop's one host sync per step: process 0's ``control`` float64 (k,) on every process and
+        the step's global loss as a Python float, in ONE transport call. ``loss`` is what the backend's
+        ``train_step`` returned as ``metrics["loss"]`` (a float, or a lazy device value: ``float(loss)`` gives the
+        global mean loss, this process's share summed over processes), read here for the first time."""
+
 
 class SingleProcess:
     """The collective of a run with one process: identity operations."""
@@ -65,6 +71,10 @@ class SingleProcess:
     def broadcast(self, values: np.ndarray) -> np.ndarray:
         """Returns a float64 copy of ``values``."""
         return np.array(values, dtype=np.float64).reshape(-1)
+
+    def step_sync(self, control: np.ndarray, loss) -> tuple[np.ndarray, float]:
+        """(a float64 copy of ``control``, ``float(loss)``): the loss read is the step's one host sync."""
+        return np.array(control, dtype=np.float64).reshape(-1), float(loss)
 
 
 SINGLE = SingleProcess()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golfbench.harness import code, progress, tracking
+from golfbench.harness import code, progress, tracking, train_loop
 from golfbench.harness.adapt import adapt_token_count, get_recipe
 from golfbench.harness.artifact import (
     CODECS,
@@ -65,7 +65,7 @@ from golfbench.harness.scoring import (
     score_weights_adaptive,
     val_subset,
 )
-from golfbench.harness.tracks import Budget, load_track, lr_scale
+from golfbench.harness.tracks import Budget, load_track
 
 CHECKPOINT = "checkpoint"
 CALIBRATION_SEQS = 64  # GPTQ calibration sequences (of seq_len tokens) drawn from the training data
@@ -466,7 +466,9 @@ def _prepare_dir(run: Run) -> None:
     d.mkdir(parents=True)
 
 
-def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream, coll: Collective) -> None:
+def _save_checkpoint(run: Run, state, budget: Budget, stream_tokens: int, coll: Collective) -> None:
+    """Write checkpoint/ atomically (rank 0; every rank calls the backend). ``stream_tokens``: the stream offset
+    just after the last batch trained on (a batch prepared ahead is not counted)."""
     if coll.rank != 0:  # the backend may synchronise ranks inside save_checkpoint; only rank 0 writes
         run.backend.save_checkpoint(state, run.dir / (CHECKPOINT + ".tmp") / "backend")
         return
@@ -483,7 +485,7 @@ def _save_checkpoint(run: Run, state, budget: Budget, stream: BatchStream, coll:
             "seconds": budget.seconds,
             "tokens": budget.tokens,
             "flops": budget.flops,
-            "stream_tokens": stream.tokens_consumed,
+            "stream_tokens": stream_tokens,
             "step_seconds": budget._step_seconds[-5:],
         },
     )
@@ -587,11 +589,15 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
         max(1, 50 // max(1, spec.log_every) * spec.log_every) if kind == "tokens" else 0
     )
     stream = BatchStream(
-        run.dataset.train_paths, run.batch_seqs, run.seq_len, start_tokens=stream_start, wrap=kind != "tokens"
+        run.dataset.train_paths,
+        run.batch_seqs,
+        run.seq_len,
+        start_tokens=stream_start,
+        wrap=kind != "tokens",
+        vocab_size=run.config["vocab_size"],
     )
     fpt = run.flops_per_token["total"]
-    warmdown = float(run.config.get("warmdown_frac", 0.2))
-    status, reason, last_loss, last_scale = "ok", None, float("nan"), 1.0
+    status, reason = "ok", None
     plan = fixed_data_plan(run.limit, run.seq_len, run.batch_seqs) if kind == "tokens" else None
     clock = _clock(coll.rank)
     calib_rows = _calibration_rows(run, budget) if run.calibrate else 0
@@ -607,60 +613,14 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
         reserve = CALIBRATION_RESERVE_FACTOR * float(coll.broadcast([clock() - t0])[0])
     curve = _ValCurve(run, coll, events, budget)
 
-    def next_rows() -> int:
-        if plan is None:
-            return run.batch_seqs
-        return plan[budget.steps] if budget.steps < len(plan) else 0
+    def checkpoint(state, stream_tokens: int) -> None:
+        _save_checkpoint(run, state, budget, stream_tokens, coll)
 
     try:
-        with progress.bar(f"train {spec.model}/{spec.preset}@{spec.backend}", total=run.limit) as update:
-            update(budget.spent())
-            while True:
-                rows = next_rows()
-                fits = rows > 0 and budget.fits(rows * run.seq_len, fpt * rows * run.seq_len, reserve)
-                go, scale = coll.broadcast([1.0 if fits else 0.0, lr_scale(budget.progress(), warmdown)])
-                if go == 0.0:
-                    break
-                t0 = clock()
-                batch = stream.next(rows)
-                state, metrics = backend.train_step(state, batch, float(scale))
-                last_scale = float(scale)  # what this step ran at (the final event logs it, not a recomputation)
-                seconds = float(coll.broadcast([clock() - t0])[0])
-                tokens = rows * run.seq_len
-                budget.charge(seconds, tokens, fpt * tokens)
-                last_loss = float(metrics["loss"])
-                finite = math.isfinite(last_loss)
-                step = budget.steps
-                if main and (step % spec.log_every == 0 or step == 1 or not finite):
-                    events.append(
-                        {
-                            "step": step,
-                            "time": budget.seconds,
-                            "tokens": budget.tokens,
-                            "flops": budget.flops,
-                            "loss": last_loss,
-                            "lr_scale": float(scale),
-                        }
-                    )
-                update(budget.spent(), loss=f"{last_loss:.3f}", step=step)
-                if not finite:  # the loss is reduced over processes: every process stops here
-                    status, reason = "diverged", f"training loss became {last_loss} at step {step}"
-                    break
-                if curve.due():  # off the clock: t0..clock() above timed the step alone
-                    curve.point(state)
-                if checkpoint_every and step % checkpoint_every == 0:
-                    _save_checkpoint(run, state, budget, stream, coll)
-        if main and budget.steps % spec.log_every != 0 and budget.steps != 1 and status == "ok":  # step 1 is logged
-            events.append(
-                {
-                    "step": budget.steps,
-                    "time": budget.seconds,
-                    "tokens": budget.tokens,
-                    "flops": budget.flops,
-                    "loss": last_loss,
-                    "lr_scale": last_scale,
-                }
-            )
+        loop = train_loop.train(
+            run, state, budget, stream, coll, events, curve, clock, reserve, plan, checkpoint_every, checkpoint
+        )
+        state, status, reason = loop.state, loop.status, loop.reason
     except GolfError:
         raise
     except Exception as exc:  # a backend crash still leaves a valid run directory

@@ -218,20 +218,32 @@ class Budget:
         self._step_seconds.append(seconds)
 
     def fits(self, step_tokens: int, step_flops: float, reserve: float = 0.0) -> bool:
-        """Would one more step of this size stay within the limit, leaving ``reserve`` (in the budget's own unit:
-        seconds or FLOPs; ignored for tokens) free for work charged after the loop (GPTQ calibration)?"""
+        """May one more step of this size start, leaving ``reserve`` (in the budget's own unit: seconds or FLOPs;
+        ignored for tokens) free for work charged after the loop (GPTQ calibration)? Tokens and FLOPs: only if it
+        ends within the limit. Seconds (parameter-golf's wallclock rule): if it starts inside the limit; the step
+        in flight may finish after it."""
         if self.kind == "tokens":
             return self.tokens + step_tokens <= self.limit
         if self.kind == "flops":
             return self.flops + step_flops + reserve <= self.limit
-        # Wallclock: predict from the recent step times so the last step does not overrun the clock.
-        recent = self._step_seconds[-5:]
-        estimate = max(recent) if recent else 0.0
-        return self.seconds + estimate + reserve <= self.limit
+        return self.seconds + reserve < self.limit
+
+    def last_step_seconds(self) -> float:
+        """Seconds charged to the last step (0.0 before the first)."""
+        return float(self._step_seconds[-1]) if self._step_seconds else 0.0
+
+    def extend_last(self, seconds: float) -> None:
+        """Add ``seconds`` to the last step (its completion on the device, measured after the loop)."""
+        self.seconds += seconds
+        if self._step_seconds:
+            self._step_seconds[-1] += seconds
 
     def over(self) -> bool:
-        """True when the spent amount passed the limit (1e-9 relative slack for float round-off)."""
-        return self.spent() > self.limit * (1 + 1e-9)
+        """True when the spent amount passed the limit (1e-9 relative slack for float round-off). Seconds: when
+        what was spent before the last step started, plus anything charged after it, passed the limit (the last
+        step itself may overshoot: the wallclock rule)."""
+        spent = self.spent() - (self.last_step_seconds() if self.kind == "seconds" else 0.0)
+        return spent > self.limit * (1 + 1e-9)
 
 
 class Clock:

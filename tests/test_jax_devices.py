@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent(
         losses = []
         for b in batches:
             state, m = BACKEND.train_step(state, b, 1.0)
-            losses.append(m["loss"])
+            losses.append(float(m["loss"]))
         weights = BACKEND.export(state)
         nll = BACKEND.scorer("megalodon", config, weights, devices=devs)(batches[2])
         return state, losses, nll

@@ -210,7 +210,7 @@ def _losses(state, batches, lr_scale=1.0):
     out = []
     for b in batches:
         state, m = BACKEND.train_step(state, b, lr_scale)
-        out.append(m["loss"])
+        out.append(float(m["loss"]))
     return state, out
 
 

@@ -52,7 +52,7 @@ def train_losses(state, batch: np.ndarray, steps: int, lr_scale: float = 1.0) ->
     losses = []
     for _ in range(steps):
         state, metrics = BACKEND.train_step(state, batch, lr_scale)
-        losses.append(metrics["loss"])
+        losses.append(float(metrics["loss"]))
     return losses
 
 

@@ -73,6 +73,26 @@ class JaxState:
     opt_state: Any
     step: int
     seed: int
+    batch_rows: int = 0  # the full global batch's rows (the largest seen): shorter batches are padded to it
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxBatch:
+    """A global batch on the mesh (runtime.Trainer.device_batch): ``tokens`` int32 (k, R, T+1) micro-batches with
+    ``weight`` float32 (k, R) row weights (0 for padding rows)."""
+
+    tokens: jax.Array
+    weight: jax.Array
+
+
+class JaxLoss:
+    """A step's loss still on the device (a replicated fp32 scalar): ``float()`` reads it (blocking)."""
+
+    def __init__(self, value: jax.Array):
+        self.value = value
+
+    def __float__(self) -> float:
+        return float(host_value(self.value))
 
 
 def _host(tree: Any) -> Any:
@@ -132,6 +152,13 @@ class JaxCollective:
 
         words = as_f64(values).view(np.uint32)
         return np.ascontiguousarray(np.asarray(multihost_utils.broadcast_one_to_all(words))).view(np.float64)
+
+    def step_sync(self, control: np.ndarray, loss) -> tuple[np.ndarray, float]:
+        """Process 0's ``control`` float64 (k,) on every process (one broadcast) and the step's loss. The jitted
+        step already made the loss global (replicated over the mesh), so it does not travel: its read returns
+        at once, because the broadcast, queued after the step on the same devices, already waited for it."""
+        values = self.broadcast(control)
+        return values, float(loss)
 
 
 class JaxBackend:
@@ -200,14 +227,27 @@ class JaxBackend:
         params, opt_state = state.trainer.placement.replicate(saved)
         return dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step)
 
-    def train_step(self, state: JaxState, batch: np.ndarray, lr_scale: float) -> tuple[JaxState, dict]:
-        """One jitted step. On accelerators the old params/optimizer buffers are donated to the new ones, so
-        only the returned state is valid afterwards (on the CPU the old one stays readable)."""
+    def prepare_batch(self, state: JaxState, batch: np.ndarray) -> JaxBatch:
+        """The global ``batch`` int32 (B, T+1) (token ids already checked: a BatchStream checks each shard when it
+        loads it) placed on the mesh as micro-batches, padded with zero-weight rows to the full batch's rows
+        (``state.batch_rows``) so a short last fixed-data batch reuses the compiled step. Asynchronous: the runner
+        prepares step k+1's batch while step k runs."""
+        state.batch_rows = max(state.batch_rows, int(batch.shape[0]))
+        tokens, weight = state.trainer.device_batch(batch, rows=state.batch_rows)
+        return JaxBatch(tokens, weight)
+
+    def train_step(self, state: JaxState, batch, lr_scale: float) -> tuple[JaxState, dict]:
+        """One jitted step on ``batch`` (a JaxBatch from `prepare_batch`, or a global int32 (B, T+1) array, checked
+        and prepared here). On accelerators the old params/optimizer buffers are donated to the new ones, so only
+        the returned state is valid afterwards (on the CPU the old one stays readable). Returns (state, {"loss":
+        JaxLoss}): the mean NLL over the real rows, still on the device (dispatch is asynchronous)."""
         tr = state.trainer
-        tokens, weight = tr.device_batch(check_tokens(batch, tr.config["vocab_size"]))
-        params, opt_state, loss = tr.step_fn(state.params, state.opt_state, tokens, weight, np.float32(lr_scale))
+        if not isinstance(batch, JaxBatch):
+            batch = self.prepare_batch(state, check_tokens(batch, tr.config["vocab_size"]))
+        lr = np.float32(lr_scale)
+        params, opt_state, loss = tr.step_fn(state.params, state.opt_state, batch.tokens, batch.weight, lr)
         new = dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1)
-        return new, {"loss": float(host_value(loss))}
+        return new, {"loss": JaxLoss(loss)}
 
     def export(self, state: JaxState) -> dict[str, np.ndarray]:
         """The params as writable fp32 numpy copies under the canonical names and shapes (this process's replica)."""

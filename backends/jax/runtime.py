@@ -234,12 +234,15 @@ class Trainer:
     step_fn: Any  # jitted (params, opt_state, batch (k, R, T+1), row_weight (k, R), lr_scale) -> (params, opt, loss)
     micro_tokens: int | None = None
 
-    def device_batch(self, batch: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    def device_batch(self, batch: np.ndarray, rows: int | None = None) -> tuple[jax.Array, jax.Array]:
         """(B, T+1) -> (k, R, T+1) micro-batches with (k, R) row weights, each micro-batch's rows sharded over
         the devices (of every process: each passes the same global batch and keeps its devices' rows). Rows
-        added to make the split even carry weight 0."""
+        added to make the split even carry weight 0; with ``rows`` > B the layout is that of a ``rows``-row batch
+        (a short batch gets the full batch's shapes, so the jitted step is not traced again)."""
         batch = np.ascontiguousarray(batch, dtype=np.int32)
-        B, T = batch.shape[0], batch.shape[1] - 1
+        T = batch.shape[1] - 1
+        real = batch.shape[0]
+        B = max(real, int(rows or 0))
         n = self.placement.count
         per_device = -(-B // n)
         k = 1
@@ -247,8 +250,8 @@ class Trainer:
             k = -(-per_device // max(1, min(per_device, self.micro_tokens // T)))
         rows = -(-per_device // k) * n  # rows per micro-batch, a multiple of the device count
         padded = np.zeros((k * rows, T + 1), np.int32)
-        padded[:B] = batch
-        weight = (np.arange(k * rows) < B).astype(np.float32)
+        padded[:real] = batch
+        weight = (np.arange(k * rows) < real).astype(np.float32)
         return self.placement.put_micro(padded.reshape(k, rows, T + 1)), self.placement.put_micro(
             weight.reshape(k, rows)
         )

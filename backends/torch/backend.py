@@ -26,18 +26,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
+from golfbench.backends.torch import step
+from golfbench.backends.torch.step import SummedNLL, TorchBatch
 from golfbench.harness.code import CodeLayout
-from golfbench.harness.distributed import SINGLE, as_f64, env_world_size, pad_rows
+from golfbench.harness.distributed import SINGLE, as_f64, env_world_size
 from golfbench.harness.errors import GolfError
 from golfbench.harness.init import init_weights
 from golfbench.harness.models import check_tokens, check_weights, get_spec
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = "golfbench-torch-1"
-IGNORE_INDEX = -100  # targets of zero-weight padding rows
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,8 @@ class TorchState:
     rank: int = 0
     world: int = 1
     step: int = 0
+    compiled: bool = False  # train_model is torch.compile'd: batches keep one shape (step.prepare_batch pads)
+    batch_rows: int = 0  # the full global batch's rows (the largest seen: warm-up runs a full batch)
 
 
 def _world() -> tuple[int, int]:
@@ -156,6 +158,24 @@ class TorchCollective:
         dist.broadcast(t, src=0)
         return t.cpu().numpy()
 
+    def step_sync(self, control: np.ndarray, loss) -> tuple[np.ndarray, float]:
+        """Rank 0's ``control`` float64 (k,) and the step's global loss in one all-gather and one device-to-host
+        read (the step's only host sync). ``loss`` is the step's PendingLoss (this rank's share, on the device)
+        or a float; the shares are summed in float32 in rank order. Returns (control float64 (k,), loss)."""
+        values = as_f64(control)
+        k = len(values)
+        ctrl = torch.from_numpy(values if self.rank == 0 else np.zeros(k))
+        if self.device.type == "cuda":  # pinned + non_blocking: the copy waits for nothing on the host
+            ctrl = ctrl.pin_memory()
+        share = getattr(loss, "share", None)
+        share = share.detach() if share is not None else torch.tensor(float(loss))
+        mine = torch.cat([ctrl.to(self.device, non_blocking=True), share.reshape(1).to(self.device, torch.float64)])
+        parts = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(parts, mine)
+        rows = torch.stack(parts).cpu().numpy()
+        total = functools.reduce(np.add, [np.float32(r[k]) for r in rows])
+        return rows[0, :k].copy(), float(total)
+
 
 def _device() -> torch.device:
     if torch.cuda.is_available():
@@ -207,14 +227,6 @@ def _build_model(spec_name: str, config: dict, weights: dict, device: torch.devi
     with torch.no_grad():
         model.load_state_dict(tensors, strict=True)
     return model
-
-
-def _micro_rows(state, shape) -> int:
-    """Rows per micro-batch: everything at once on CPU, at most GOLF_MICRO_BATCH_TOKENS (default 65,536) on GPU."""
-    if state.device.type != "cuda":
-        return shape[0]
-    budget = int(os.environ.get("GOLF_MICRO_BATCH_TOKENS", "65536"))
-    return max(1, min(shape[0], budget // max(1, shape[1] - 1)))
 
 
 def _tokens(batch: np.ndarray, vocab_size: int, device: torch.device) -> torch.Tensor:
@@ -391,63 +403,30 @@ class TorchBackend:
         rank, world = _world()
         device = _device()
         model = _build_model(spec_name, config, weights, device)
-        train_model: Callable = model
-        if device.type == "cuda":
-            train_model = torch.compile(model, dynamic=False)
+        # what a step calls: model + softcap + cross-entropy in one module, so the loss is in the compiled graph
+        train_model: Callable = SummedNLL(model)
+        compiled = device.type == "cuda"
+        if compiled:
+            train_model = torch.compile(train_model, dynamic=False)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
-        return TorchState(
-            spec_name, dict(config), model, train_model, fam.optimizers(model, config), device, fam, rank, world
-        )
+        optimizers = fam.optimizers(model, config)
+        return TorchState(spec_name, dict(config), model, train_model, optimizers, device, fam, rank, world, compiled)
 
-    def train_step(self, state: TorchState, batch: np.ndarray, lr_scale: float) -> tuple[TorchState, dict]:
-        """One optimizer step on the global ``batch`` int32 (B, T+1); this rank trains on its share of rows.
+    def prepare_batch(self, state: TorchState, batch: np.ndarray) -> TorchBatch:
+        """This rank's device tensors for the global ``batch`` int32 (B, T+1) (token ids already checked: a
+        BatchStream checks each shard when it loads it); backends/torch/step.py prepare_batch. The runner prepares
+        step k+1's batch while step k runs."""
+        return step.prepare_batch(state, batch)
 
-        Rows are padded with zero-weight rows to a multiple of the world size (golfbench.harness.distributed.pad_rows),
-        so any B works on any number of ranks, as in the JAX backend. The loss is the mean NLL over the real
-        rows of the global batch: each micro-batch contributes its summed NLL over real targets / (B·T), times
-        the world size because DDP averages gradients over ranks. Returns (state, {"loss": float}).
-        """
-        padded, weight = pad_rows(check_tokens(batch, state.config["vocab_size"]), state.world)
-        per = padded.shape[0] // state.world
-        mine = slice(state.rank * per, (state.rank + 1) * per)
-        tokens = _tokens(padded[mine], state.config["vocab_size"], state.device)
-        targets = tokens[:, 1:].clone()
-        targets[torch.from_numpy(weight[mine] == 0).to(state.device)] = IGNORE_INDEX
-        denom = float(batch.shape[0] * (batch.shape[1] - 1))
-        for opt in state.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * lr_scale
-        # Gradient accumulation keeps the global batch independent of memory: a 524,288-token step on one GPU
-        # runs as micro-batches; on CPU (small dev batches) it is one pass.
-        rows = _micro_rows(state, tokens.shape)
-        starts = range(0, tokens.shape[0], rows)
-        loss = torch.zeros((), device=state.device)
-        for i, r0 in enumerate(starts):
-            last = i == len(starts) - 1
-            sync = contextlib.nullcontext() if last or state.world == 1 else state.train_model.no_sync()
-            with sync, _autocast(state.device):
-                logits = state.train_model(tokens[r0 : r0 + rows, :-1])
-                nll = F.cross_entropy(
-                    logits.float().reshape(-1, logits.size(-1)),
-                    targets[r0 : r0 + rows].reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="sum",
-                )
-                part = nll / denom
-            (part * state.world).backward()
-            loss = loss + part.detach()
-        state.family.before_update(state.model, state.optimizers, state.config, state.step)
-        for opt in state.optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)  # between steps the state holds no gradients
-        state.step += 1
-        loss = loss.detach()
-        if state.world > 1:  # each rank holds its share of the global sum
-            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
-        return state, {"loss": float(loss)}
+    def train_step(self, state: TorchState, batch, lr_scale: float) -> tuple[TorchState, dict]:
+        """One optimizer step on ``batch`` (a TorchBatch from `prepare_batch`, or a global int32 (B, T+1) array);
+        this rank trains on its share of rows (backends/torch/step.py train_step). Returns (state, {"loss":
+        PendingLoss}): the mean NLL over the real rows of the global batch, still on the device (``float()`` reads
+        it; the runner reads it in ``TorchCollective.step_sync``)."""
+        return step.train_step(state, batch, lr_scale, _autocast)
 
     def warmup(self, state: TorchState, batch: np.ndarray, steps: int = 2) -> TorchState:
         """Primes compilation and allocator with real steps, then puts back the exact pre-warmup state."""
@@ -497,7 +476,7 @@ class TorchBackend:
             with torch.no_grad():
                 for batch in batches:
                     tokens = _tokens(batch, state.config["vocab_size"], state.device)
-                    rows = _micro_rows(state, tokens.shape)
+                    rows = step.micro_rows(state, tokens.shape)
                     for r0 in range(0, tokens.shape[0], rows):
                         state.model(tokens[r0 : r0 + rows, :-1])
         finally:
@@ -624,7 +603,7 @@ class TorchBackend:
 # Everything a torch run executes is shared (step, optimizers, Muon, scorer, launcher); each model adds its own.
 CODE_LAYOUT = CodeLayout(
     root=HERE,
-    shared=("__init__.py", "backend.py", "launcher.py", "muon.py", "optim.py"),
+    shared=("__init__.py", "backend.py", "launcher.py", "muon.py", "optim.py", "step.py"),
     models={"llama": ("llama.py",), "megalodon": ("megalodon.py", "megalodon_optim.py")},
 )
 

@@ -56,7 +56,8 @@ class BatchStream:
     ``start_tokens`` targets into the train stream (resume restarts at the recorded offset).
 
     With ``wrap`` the stream is endless (it restarts at the first train token); without it, `next` refuses a
-    batch past the end. Raises GolfError for non-positive sizes, a negative offset, paths that are not listed
+    batch past the end. With ``vocab_size``, each shard's token ids are checked once, when the shard is first
+    read (GolfError naming the shard for an id >= vocab_size), so a batch needs no per-step check. Raises GolfError for non-positive sizes, a negative offset, paths that are not listed
     train shards (`check_train_paths`), fewer than 2 train tokens, or, with ``wrap``, fewer than B*T+1 tokens.
     """
 
@@ -67,6 +68,7 @@ class BatchStream:
         seq_len: int,
         start_tokens: int = 0,
         wrap: bool = True,
+        vocab_size: int | None = None,
     ):
         if batch_seqs < 1 or seq_len < 1:
             raise GolfError(f"batch_seqs and seq_len must be >= 1, got {batch_seqs} and {seq_len}")
@@ -74,6 +76,7 @@ class BatchStream:
             raise GolfError(f"start_tokens must be >= 0, got {start_tokens}")
         self.paths = check_train_paths(train_paths)
         self.batch_seqs, self.seq_len, self.wrap = int(batch_seqs), int(seq_len), bool(wrap)
+        self.vocab_size = vocab_size
         counts = [read_header(p) for p in self.paths]
         self._bounds = np.cumsum([0] + counts).astype(np.int64)
         self.total_tokens = int(self._bounds[-1])
@@ -105,7 +108,13 @@ class BatchStream:
 
     def _shard(self, i: int) -> np.ndarray:
         if self._shards[i] is None:
-            self._shards[i] = read_shard(self.paths[i])
+            shard = read_shard(self.paths[i])
+            if self.vocab_size is not None and len(shard) and int(shard.max()) >= self.vocab_size:
+                raise GolfError(
+                    f"{self.paths[i]} holds token id {int(shard.max())}, outside the model's vocabulary"
+                    f" [0, {self.vocab_size}): does the dataset's vocab_size match the model's?"
+                )
+            self._shards[i] = shard
         return self._shards[i]
 
     def _span(self, start: int, length: int) -> np.ndarray:
@@ -138,3 +147,11 @@ class BatchStream:
         out[:, T] = span[T::T]  # each row's last token is the next row's first
         self._offset += n
         return out
+
+    def rewind(self, rows: int) -> None:
+        """Give back the last ``rows`` sequences handed out (a batch prepared ahead but never trained on), so the
+        offset, a checkpoint and what is read next are as if they had never been read."""
+        n = int(rows) * self.seq_len
+        if n < 0 or n > self._offset:
+            raise ValueError(f"cannot rewind {rows} rows: only {self._offset} tokens were handed out")
+        self._offset -= n
