@@ -159,7 +159,6 @@ def test_loss_is_inside_the_one_compiled_graph():
 def test_a_short_batch_keeps_the_compiled_shape(shakespeare):
     """Where the step is compiled, the short last fixed-data batch is padded to the full batch (zero-weight rows):
     same shapes as every other step, the same loss and update as the unpadded batch (within fp32 round-off)."""
-    import torch
 
     from golfbench.harness.backend import get_backend
     from golfbench.harness.data.stream import BatchStream

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from golfbench.harness.errors import GolfError
-from golfbench.harness.records import read_events, read_json
+from golfbench.harness.records import read_events
 from golfbench.harness.tracks import Budget, list_tracks, load_track, lr_scale, parse_budget
 
 ROOT = Path(__file__).resolve().parent.parent
