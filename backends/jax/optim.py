@@ -11,7 +11,9 @@ builds the Optax transformation from that declaration, mirroring backends/torch 
   (``optax.partition`` by the spec's groups; the embedding and head are never Muon's), Adam is
   ``optax.scale_by_adam``, and each leaf's rate is applied last, times the harness's traced ``lr_scale``.
 - Newton-Schulz: 5 quintic steps, coefficients (3.4445, -4.7750, 2.0315), bf16 on GPUs and fp32 on CPU (so
-  CPU runs are exact), update scaled by sqrt(max(1, rows/cols)) of the (out, in) weight.
+  CPU runs are exact), update scaled by sqrt(max(1, rows/cols)) of the (out, in) weight. Same-shape matrices
+  are stacked and, over several devices, each stack is sharded over the data mesh, so every device
+  orthogonalizes only its share (`scale_by_muon`); momentum and Adam stay replicated.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from golfbench.harness.errors import GolfError
 from golfbench.harness.models import MomentumSchedule, get_spec
@@ -58,14 +62,19 @@ class MuonState(NamedTuple):
 
 
 def scale_by_muon(
-    momentum_at: Callable[[jax.Array], jax.Array], ns_steps: int, ns_dtype
+    momentum_at: Callable[[jax.Array], jax.Array], ns_steps: int, ns_dtype, mesh: Mesh | None = None
 ) -> optax.GradientTransformation:
     """Nesterov momentum, then orthogonalization, then the sqrt(max(1, rows/cols)) shape scale.
 
     Matrices of the same shape (the same projection in every layer) are stacked and orthogonalized by one
     vmapped Newton-Schulz: a few batched matmuls instead of one small chain per matrix, which keeps the
-    compiled step small (compile time on CPU) and the accelerator busy.
+    compiled step small (compile time on CPU) and the accelerator busy. With a ``mesh`` whose ``data`` axis
+    has d > 1 devices (runtime.Placement's), each stack is padded with zero matrices to a multiple of d and
+    sharded over ``data`` along its matrix axis for the Newton-Schulz, so each device orthogonalizes only
+    its len/d matrices; the results are then replicated again (XLA all-gathers them). Without a mesh or on
+    one device the computation is exactly the unsharded one.
     """
+    shards = mesh.shape["data"] if mesh is not None else 1
 
     def init(params):
         return MuonState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
@@ -80,7 +89,14 @@ def scale_by_muon(
             by_shape.setdefault(tuple(leaf.shape), []).append(i)
         out: list[Any] = [None] * len(leaves)
         for (rows, cols), idx in by_shape.items():
-            ortho = jax.vmap(lambda g: orthogonalize(g, ns_steps, ns_dtype))(jnp.stack([leaves[i] for i in idx]))
+            stack = jnp.stack([leaves[i] for i in idx])
+            if shards > 1:
+                if len(idx) % shards:  # zero matrices stay zero (x / (0 + eps) = 0) and are dropped below
+                    stack = jnp.pad(stack, ((0, -len(idx) % shards), (0, 0), (0, 0)))
+                stack = jax.lax.with_sharding_constraint(stack, NamedSharding(mesh, P("data")))
+            ortho = jax.vmap(lambda g: orthogonalize(g, ns_steps, ns_dtype))(stack)
+            if shards > 1:
+                ortho = jax.lax.with_sharding_constraint(ortho, NamedSharding(mesh, P()))[: len(idx)]
             ortho = ortho * math.sqrt(max(1.0, rows / cols))
             for j, i in enumerate(idx):
                 out[i] = ortho[j]
@@ -114,9 +130,10 @@ def _ns_dtype():
     return jnp.bfloat16 if jax.default_backend() == "gpu" else jnp.float32
 
 
-def _build(spec_name: str, names: list[str], config: dict, clip: float) -> Recipe:
+def _build(spec_name: str, names: list[str], config: dict, clip: float, mesh: Mesh | None) -> Recipe:
     """Muon / Adam over ``names`` as the spec's optimizer groups say, each leaf at its group's ``config[lr_key]``;
-    optionally after a global-norm clip. GolfError if ``names`` are not exactly the spec's canonical names."""
+    optionally after a global-norm clip; Muon's Newton-Schulz sharded over ``mesh``'s data axis (scale_by_muon).
+    GolfError if ``names`` are not exactly the spec's canonical names."""
     spec = get_spec(spec_name)
     groups = spec.optimizer_groups(config)
     owner = {n: g for g in groups for n in g.tensors}
@@ -130,7 +147,7 @@ def _build(spec_name: str, names: list[str], config: dict, clip: float) -> Recip
     momentum_at = momentum_fn(spec.momentum_schedule(config))
     parts = optax.partition(
         {
-            "muon": scale_by_muon(momentum_at, config["muon_backend_steps"], _ns_dtype()),
+            "muon": scale_by_muon(momentum_at, config["muon_backend_steps"], _ns_dtype(), mesh),
             "adam": optax.scale_by_adam(b1=config["beta1"], b2=config["beta2"], eps=config["adam_eps"]),
         },
         labels,
@@ -156,24 +173,26 @@ def llama_momentum(config: dict) -> Callable[[jax.Array], jax.Array]:
     return momentum_fn(get_spec("llama").momentum_schedule(config))
 
 
-def llama_recipe(names: list[str], config: dict) -> Recipe:
-    """The llama groups of harness/models.py (tied embedding, block matrices, control tensors); no clip."""
-    return _build("llama", names, config, clip=0.0)
+def llama_recipe(names: list[str], config: dict, mesh: Mesh | None = None) -> Recipe:
+    """The llama groups of harness/models.py (tied embedding, block matrices, control tensors); no clip.
+    ``mesh``: the data mesh Muon's Newton-Schulz is sharded over (None: unsharded)."""
+    return _build("llama", names, config, clip=0.0, mesh=mesh)
 
 
-def megalodon_recipe(names: list[str], config: dict) -> Recipe:
+def megalodon_recipe(names: list[str], config: dict, mesh: Mesh | None = None) -> Recipe:
     """The megalodon groups of harness/models.py, after the global-norm clip ``grad_clip``; no weight decay
-    (GolfError when ``weight_decay`` is set)."""
+    (GolfError when ``weight_decay`` is set). ``mesh`` as in `llama_recipe`."""
     if config["weight_decay"]:
         # docs/models.md's recipe has no weight decay (and the torch backend refuses it too)
         raise GolfError("megalodon: weight_decay is not part of the recipe in docs/models.md; leave it at 0")
-    return _build("megalodon", names, config, clip=float(config["grad_clip"]))
+    return _build("megalodon", names, config, clip=float(config["grad_clip"]), mesh=mesh)
 
 
-def plugin_recipe(spec_name: str, names: list[str], config: dict) -> Recipe:
+def plugin_recipe(spec_name: str, names: list[str], config: dict, mesh: Mesh | None = None) -> Recipe:
     """A plugin model's recipe (docs/plugins.md): its spec's optimizer groups, after a global-norm clip at
-    ``config["grad_clip"]`` when its recipe declares that key (0 or absent = no clip)."""
-    return _build(spec_name, names, config, clip=float(config.get("grad_clip", 0.0)))
+    ``config["grad_clip"]`` when its recipe declares that key (0 or absent = no clip). ``mesh`` as in
+    `llama_recipe`."""
+    return _build(spec_name, names, config, clip=float(config.get("grad_clip", 0.0)), mesh=mesh)
 
 
 RECIPES = {"llama": llama_recipe, "megalodon": megalodon_recipe}

@@ -5,8 +5,10 @@ checkpoints are plain copies, and inside ``jit`` the dict becomes an ``nnx.State
 back into the module (trace-time only, so no Python graph traversal per step).
 
 Devices: a 1-D ``data`` mesh over the devices; the batch rows are sharded over it (NamedSharding P('data')),
-params and optimizer state replicated (P()). XLA inserts the gradient all-reduce. A batch whose rows do not
-divide by the device count is padded with zero-weight rows, so the loss is always the mean over real rows.
+params and optimizer state replicated (P()). XLA inserts the gradient all-reduce. Only Muon's Newton-Schulz
+is split: each device orthogonalizes its share of every same-shape stack of matrices (optim.scale_by_muon).
+A batch whose rows do not divide by the device count is padded with zero-weight rows, so the loss is always
+the mean over real rows.
 On accelerators a big batch runs as micro-batches (gradient accumulation in a ``lax.scan``), each of them
 sharded over every device.
 """
@@ -271,7 +273,11 @@ def make_trainer(spec_name: str, config: dict, names: list[str], devices=None) -
 
 def _build_trainer(spec_name: str, config: dict, names: list[str], devices) -> Trainer:
     placement = Placement(devices)
-    recipe = RECIPES[spec_name](names, config) if spec_name in RECIPES else plugin_recipe(spec_name, names, config)
+    mesh = placement.mesh  # Muon's Newton-Schulz is sharded over the data axis (optim.scale_by_muon)
+    if spec_name in RECIPES:
+        recipe = RECIPES[spec_name](names, config, mesh)
+    else:
+        recipe = plugin_recipe(spec_name, names, config, mesh)
     apply = make_apply(spec_name, config)
 
     def step(params, opt_state, batch, row_weight, lr_scale):

@@ -541,17 +541,23 @@ class TorchBackend:
 
     def save_checkpoint(self, state: TorchState, path: Path) -> None:
         """Write model, optimizer states, step, spec and config to ``path`` with torch.save, atomically (temp file,
-        rename), on rank 0 only (the state is replicated); every rank then waits at a barrier.
+        rename), on rank 0 only; every rank then waits at a barrier. Under torch.distributed every rank must call
+        it: Muon's momenta are spread over the ranks and gathered first (``Muon.full_state_dict``), so the file is
+        complete and loads on any world size.
         """
+        from golfbench.backends.torch.muon import Muon
+
         path = Path(path)
-        if state.rank == 0:  # optimizer state is replicated (Muon keeps all momenta on every rank)
+        # a collective on every rank; model and Adam states are replicated
+        optimizers = [opt.full_state_dict() if isinstance(opt, Muon) else opt.state_dict() for opt in state.optimizers]
+        if state.rank == 0:
             payload = {
                 "format": CHECKPOINT_FORMAT,
                 "spec": state.spec_name,
                 "config": state.config,
                 "step": state.step,
                 "model": state.model.state_dict(),
-                "optimizers": [opt.state_dict() for opt in state.optimizers],
+                "optimizers": optimizers,
             }
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -565,8 +571,9 @@ class TorchBackend:
 
     def load_checkpoint(self, path: Path, spec_name: str, config: dict) -> TorchState:
         """The state saved at ``path`` (loaded with ``weights_only=True``: no arbitrary unpickling), rebuilt for this
-        process (device, compilation, DDP). Raises GolfError for a missing or unreadable file, one not written by
-        this backend, or one made for another spec or config (naming the differing keys).
+        process (device, compilation, DDP); each rank keeps the Muon momenta of its own matrices. Raises GolfError
+        for a missing or unreadable file, one not written by this backend, or one made for another spec or config
+        (naming the differing keys).
         """
         try:
             payload = torch.load(Path(path), map_location="cpu", weights_only=True)
