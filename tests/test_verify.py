@@ -137,7 +137,7 @@ def test_events_hold_one_line_per_logged_step_and_no_temp_files_remain(run):
     assert [e["step"] for e in steps] == [1, 8]  # step 1, every 10th, and the last
     assert [e["tokens"] for e in steps] == [1024, BUDGET]
     for e in steps:
-        assert set(e) == {"step", "time", "tokens", "flops", "loss", "lr_scale"}
+        assert set(e) == {"step", "time", "step_seconds", "tokens", "flops", "loss", "lr_scale"}
     assert steps[-1]["time"] == result["train_seconds"] and steps[-1]["flops"] == result["train_flops"]
     check = [e for e in events if e.get("event") == "flops_check"]
     assert len(check) == 1 and check[0]["compiler_step_flops"] > 0
