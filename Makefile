@@ -4,10 +4,11 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.golfbench-installed
 DATA    ?= data/shakespeare_sp1024
+BUNDLE  ?= dist/golf-node
 # Cap BLAS/XLA threads at the machine's cores so two frameworks in one process do not oversubscribe.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup browser demo test test-all bench data rehearse clean
+.PHONY: setup browser demo test test-all bench bundle data rehearse clean
 
 setup: $(STAMP) browser
 
@@ -54,6 +55,10 @@ bench: setup data
 	$(BIN)/python bench/cpu.py --data $(DATA) --out bench/results/cpu.json
 	$(BIN)/python bench/codecs.py --data $(DATA) --out bench/results/codecs.json
 	$(BIN)/python bench/devloop.py --data $(DATA) --out bench/results/devloop.json
+
+# the offline GPU-node bundle (README "Offline GPU nodes"): wheels (not torch/jax/CUDA), datasets, bench, scripts
+bundle: setup data
+	$(BIN)/golf bundle $(BUNDLE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

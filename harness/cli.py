@@ -1223,6 +1223,32 @@ def rehearse_cmd(
         raise typer.Exit(1)
 
 
+@app.command("bundle")
+@handled
+def bundle_cmd(
+    out_dir: Path = typer.Argument(..., help="a new (or empty) folder for the bundle"),
+    data: Optional[List[Path]] = typer.Option(
+        None, "--data", help="a built dataset to ship (repeatable; default: every dataset under data/)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print bundle.json (plus size and seconds) as JSON"),
+):
+    """Write an offline bundle for a GPU node without network: wheels (no torch/jax/CUDA: the node's own are
+    used), datasets, the GPU bench, install.sh and gpu.sh. Needs network and a source checkout.
+    Example: golf bundle ../golf-node && scp -r ../golf-node node: && ssh node bash golf-node/install.sh venv"""
+    from golfbench.harness.bundle import bundle
+
+    info = bundle(out_dir, data or None, log=lambda m: err.print(m, highlight=False, markup=False))
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(
+            f"bundle {out_dir}: {info['bytes'] / 1e6:.1f} MB ({len(info['wheels'])} wheels, datasets"
+            f" {', '.join(info['datasets'])}, Python {info['python']}) in {info['seconds']:.0f} s;"
+            f" on the node: bash {out_dir}/install.sh VENV && bash {out_dir}/gpu.sh VENV",
+            highlight=False,
+        )
+
+
 def main() -> None:
     """The `golf` console entry point: runs the typer app (commands report failures in one line and exit non-zero).
 

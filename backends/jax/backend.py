@@ -43,6 +43,15 @@ from golfbench.harness.models import check_tokens, check_weights, get_spec
 HERE = Path(__file__).resolve().parent
 
 
+def set_flag(name: str, value: Any) -> bool:
+    """``jax.config.update(name, value)`` where this jax has the flag; returns whether it was set. The backend's
+    flags exist in every jax it accepts (>= 0.5); the guard keeps a renamed or retired one from stopping a run."""
+    if name not in getattr(jax.config, "values", {}) and not hasattr(jax.config, name):
+        return False
+    jax.config.update(name, value)
+    return True
+
+
 def _enable_compilation_cache() -> None:
     """Reuse XLA executables across processes: every `golf run` recompiles the same step otherwise (tens of
     seconds on a CPU). Keyed by the HLO itself, so a changed model never hits a stale entry. GOLF_JAX_CACHE=0
@@ -50,8 +59,8 @@ def _enable_compilation_cache() -> None:
     where = os.environ.get("GOLF_JAX_CACHE", str(Path.home() / ".cache" / "golfbench" / "jax"))
     if where == "0":
         return
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    set_flag("jax_compilation_cache_dir", where)
+    set_flag("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 _enable_compilation_cache()
@@ -116,7 +125,7 @@ def join_processes() -> None:
         raise GolfError(
             "WORLD_SIZE > 1 but MASTER_PORT is not set: start several JAX processes with `golf run --nproc-per-node N`"
         )
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    set_flag("jax_cpu_collectives_implementation", "gloo")
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     jax.distributed.initialize(
         coordinator_address=f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ['MASTER_PORT']}",
