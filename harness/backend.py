@@ -68,7 +68,9 @@ class Backend(Protocol):
         """Spec names this backend implements."""
 
     def devices(self) -> dict[str, Any]:
-        """What it will use: {"kind": "cpu"|"cuda"|"gpu", "count": int, "names": [...]}."""
+        """What the run uses: {"kind": "cpu"|"cuda"|"gpu", "count": int, "names": [...], "world_size": int}, with
+        ``count`` the devices used (the world size × devices per process, never the devices merely visible) and
+        ``names`` as the framework reports them; harness/hardware.py turns it into the hardware class."""
 
     def init(self, spec_name: str, config: dict, seed: int) -> Any:
         """Build model + optimizer deterministically from ``seed``; return an opaque state."""

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from golfbench.harness.errors import GolfError
+from golfbench.harness.hardware import hardware_class
 from golfbench.harness.models import check_name
 
 STATUSES = ("ok", "over_budget", "diverged", "failed")
@@ -238,17 +239,15 @@ def cpu_model() -> str:
 
 
 def hardware(devices: dict) -> dict:
-    """What ran the job, and its class for leaderboards (never mix classes on one board)."""
+    """What ran the job, from a backend's ``devices()``, and its class for leaderboards (never mix classes on one
+    board): "cpu", or the devices used × their part (``harness.hardware``: 8 processes on "NVIDIA H100 80GB HBM3"
+    -> "8xH100-SXM"). ``count`` is the devices the run used (the world size × devices per process), not those
+    visible."""
     kind = devices.get("kind", "cpu")
     count = int(devices.get("count", 1))
     names = devices.get("names") or []
-    if kind == "cpu":
-        hw_class = "cpu"
-    else:
-        name = (names[0] if names else kind).replace("NVIDIA ", "").replace(" ", "-")
-        hw_class = f"{count}x{name}"
     return {
-        "class": hw_class,
+        "class": hardware_class(kind, count, names[0] if names else None),
         "kind": kind,
         "count": count,
         "device_names": names,

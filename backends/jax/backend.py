@@ -189,7 +189,9 @@ class JaxBackend:
         return ["llama", "megalodon", *(name for name, p in discover().items() if "jax" in p.implementations)]
 
     def devices(self) -> dict[str, Any]:
-        """Every device of the run (all processes'), and the number of processes."""
+        """The devices the run uses, for its hardware class: the training mesh's (every process's local devices,
+        ``jax.devices()``: one per process when several share a machine, ``join_processes``), their names
+        (``device_kind``, "NVIDIA H100 80GB HBM3" as torch reports it) and the number of processes."""
         join_processes()
         devs = jax.devices()
         # device_kind ("NVIDIA H100 80GB HBM3") matches torch's device names, so both land on one leaderboard

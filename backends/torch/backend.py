@@ -105,11 +105,19 @@ class TorchState:
 
 
 def _world() -> tuple[int, int]:
-    """(rank, world size): joins the launcher's process group on first use when WORLD_SIZE > 1, else (0, 1)."""
+    """(rank, world size): joins the launcher's process group on first use when WORLD_SIZE > 1, else (0, 1).
+
+    On GPUs the group is bound to this process's device (`_device`, made current first): NCCL then never guesses
+    a device, and every collective of the group runs on cuda:LOCAL_RANK.
+    """
     if env_world_size() <= 1 or not dist.is_available():
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        device = _device()
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
         atexit.register(_leave_group)
     return dist.get_rank(), dist.get_world_size()
 
@@ -140,9 +148,7 @@ class TorchCollective:
 
     def __init__(self) -> None:
         self.rank, self.world_size = _world()
-        self.device = (
-            torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-        )
+        self.device = _device()  # the group's device: float64 control values travel on cuda:LOCAL_RANK under NCCL
 
     def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
         """float64 (n,) -> float64 (n,), the same on every rank."""
@@ -178,8 +184,19 @@ class TorchCollective:
 
 
 def _device() -> torch.device:
+    """This process's device, the one place that chooses it: cuda:LOCAL_RANK on GPUs (made current with
+    ``torch.cuda.set_device``; torchrun leaves every GPU of the node visible to every process, so nothing may use
+    ``current_device()`` before this runs), else the CPU (with deterministic kernels). The process group, the
+    harness collective, models, batches and scorers all take their device from here. Idempotent. Raises GolfError
+    when LOCAL_RANK names a GPU that is not visible.
+    """
     if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if not 0 <= local_rank < visible:
+            raise GolfError(
+                f"process LOCAL_RANK={local_rank} has no GPU: {visible} visible; use --nproc-per-node {visible} or fewer"
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         return device
     # CPU runs must reproduce bit for bit; the deterministic kernels cost little on CPU. Deterministic mode also
@@ -367,22 +384,27 @@ class TorchBackend:
         return list(FAMILIES)
 
     def devices(self) -> dict[str, Any]:
-        """What runs: {"kind": "cuda", "count", "names"} on GPUs, or {"kind": "cpu", "count": 1, "names", "threads"}
-        (CPU results are bit-reproducible for a given thread count); plus "world_size" inside a process group.
+        """What this run uses, for its hardware class: one device per process, so ``count`` is the world size
+        (WORLD_SIZE, 1 without a launcher), never the GPUs the node makes visible. {"kind": "cuda", "count",
+        "names": [this process's device name], "world_size"} on GPUs (the processes of a group are assumed alike),
+        or {"kind": "cpu", "count", "names", "threads", "world_size"} (CPU results are bit-reproducible for a given
+        thread count, so it is recorded).
         """
+        world = env_world_size()
         if torch.cuda.is_available():
-            n = torch.cuda.device_count()
-            out = {"kind": "cuda", "count": n, "names": [torch.cuda.get_device_name(i) for i in range(n)]}
-        else:  # CPU results are bit-reproducible for a given thread count, so record it
-            out = {
-                "kind": "cpu",
-                "count": 1,
-                "names": [platform.processor() or platform.machine()],
-                "threads": torch.get_num_threads(),
+            return {
+                "kind": "cuda",
+                "count": world,
+                "names": [torch.cuda.get_device_name(_device())],
+                "world_size": world,
             }
-        if dist.is_available() and dist.is_initialized():
-            out["world_size"] = dist.get_world_size()
-        return out
+        return {
+            "kind": "cpu",
+            "count": world,
+            "names": [platform.processor() or platform.machine()],
+            "threads": torch.get_num_threads(),
+            "world_size": world,
+        }
 
     # -- training ------------------------------------------------------------------------------------------
 
