@@ -15,6 +15,9 @@ owns that order:
   document) and is given only the chunk's tokens from its last BOS on (per-document adaptation);
 - after the first adapt the integrity probes run again on the adapted scorer (``probe``), so a scorer that
   cheats only once it has adapted is refused too;
+- before the eval clock starts, the scorer runs once at every batch shape the pass will send (`warm_scorer`) and
+  an adapter with the optional ``warm_adapt(lengths)`` compiles its update for every adapt() length, changing
+  no weight; neither sees a val token, so compiles (torch.compile, jax.jit) stay off the clock;
 - adaptation time counts in ``eval_seconds``; its analytic FLOPs are ``adapt_tokens`` x the spec's training
   FLOPs per token (forward + backward, harness/models.py), the same number for every backend.
 
@@ -34,7 +37,14 @@ import numpy as np
 from golfbench.harness.data.tokenizer import ByteAccounting
 from golfbench.harness.distributed import SINGLE, Collective
 from golfbench.harness.errors import GolfError
-from golfbench.harness.evaluate import EvalResult, count_val_bytes, policy_text, score_windows, window_plan
+from golfbench.harness.evaluate import (
+    EvalResult,
+    count_val_bytes,
+    policy_text,
+    score_windows,
+    warm_scorer,
+    window_plan,
+)
 
 ADAPTATION_RULES = ("none", "score-first")  # a track's eval_adaptation
 
@@ -86,7 +96,10 @@ class Adapter(Protocol):
     """What a backend's ``adapter(spec_name, config, weights, precision, recipe)`` returns: a Scorer
     (harness/backend.py: ``__call__`` and ``logprobs``, scoring with the current weights, never changing them)
     plus ``adapt(tokens int32 (n,))``: `recipe.steps` updates on `adapt_rows(tokens, seq_len)`; and ``reset()``:
-    back to the given weights with zero momentum.
+    back to the given weights with zero momentum. Optional: ``warm_adapt(lengths)``, called once before the eval
+    clock with the distinct token counts (ints) adapt() will get: compile the update for them without changing
+    the weights or the optimizer state (the JAX adapter jits per row count; the torch adapter trains eagerly
+    and has none).
     """
 
     def __call__(self, tokens: np.ndarray) -> np.ndarray: ...
@@ -201,18 +214,27 @@ def evaluate_adaptive(
     whole adaptive evaluation on its own replica of the weights, and the sums of process 0 are broadcast so every
     process returns process 0's result (each replica's pass is a complete score-first evaluation; on a CPU they
     agree bit for bit, tests/test_adapt.py). Raises GolfError as `evaluate` does (bad context/stride, 0 val
-    bytes, a wrong shape, a non-finite NLL).
+    bytes, a wrong shape, a non-finite NLL). ``eval_seconds`` starts after the scorer and the update are warmed
+    (`warm_scorer`, ``adapter.warm_adapt``) at every shape the pass uses.
     """
-    t0 = time.perf_counter()
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     starts, width, scored = window_plan(len(tokens), context, stride)
+    batch_windows = max(1, int(batch_windows))
+    plan = list(_adapt_slices(tokens, context, stride, recipe, bos_id))
+    warm_scorer(
+        adapter,
+        width,
+        (min(b0 + batch_windows, w1) - b0 for w0, w1, _, _ in plan for b0 in range(w0, w1, batch_windows)),
+    )
+    if hasattr(adapter, "warm_adapt"):
+        adapter.warm_adapt(sorted({p.stop - p.start for *_, p in plan if p is not None}))
+    t0 = time.perf_counter()
     val_bytes = count_val_bytes(tokens, accounting)
     if val_bytes <= 0:
         raise GolfError("the val tokens decode to 0 bytes; BPB is undefined (is this the right tokenizer?)")
-    batch_windows = max(1, int(batch_windows))
     nll_sum, n_scored = 0.0, 0
     adapt_seconds, adapt_tokens, resets, n_chunks, probed = 0.0, 0, 0, 0, False
-    for w0, w1, reset, piece in _adapt_slices(tokens, context, stride, recipe, bos_id):
+    for w0, w1, reset, piece in plan:
         n_chunks += 1
         if reset:
             ta = time.perf_counter()

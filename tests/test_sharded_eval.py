@@ -73,22 +73,29 @@ def _sharded(world: int, score, *args, **kw):
 def test_windows_split_over_processes_score_every_target_once(world, n, batch):
     """Tokens are their own positions and the NLL of target j is sqrt(j): each process scores a contiguous block
     of whole batches (some none when there are fewer batches than processes), every window exactly once, and
-    every process returns the one-process result."""
+    every process returns the one-process result. Before scoring, each process warms its scorer once per distinct
+    batch shape on all-zero windows (evaluate.warm_scorer), never with val tokens."""
     acc = ByteAccounting(np.ones(n), np.zeros(n, bool), np.zeros(n, bool))
     tokens = np.arange(n, dtype=np.int32)
     table = np.sqrt(np.arange(n, dtype=np.float64))
     context, stride = 32, 8
     seen: dict[int, list[int]] = {r: [] for r in range(world)}
+    warmed: dict[int, list[int]] = {r: [] for r in range(world)}
 
     def score(rank):
         def fn(windows):
-            seen[rank].extend(int(w[0]) for w in windows)  # the window's start
+            if not windows.any():  # a warm-up batch (tokens = positions: no real window is all zeros)
+                assert not seen[rank], "warm-up after scoring began"
+                warmed[rank].append(len(windows))
+            else:
+                seen[rank].extend(int(w[0]) for w in windows)  # the window's start
             return table[windows[:, 1:]].astype(np.float32)
 
         return fn
 
     one = evaluate(score(0), tokens, acc, context, stride, batch)
     seen[0].clear()
+    warmed[0].clear()
     results = _sharded(world, score, tokens, acc, context, stride, batch)
     starts, _, _ = window_plan(n, context, stride)
     assert sorted(s for r in seen.values() for s in r) == sorted(starts.tolist())  # each window once
@@ -96,6 +103,8 @@ def test_windows_split_over_processes_score_every_target_once(world, n, batch):
     for r in range(world):  # the contiguous block of whole batches evaluate() documents
         lo, hi = n_batches * r // world * batch, min(n_batches * (r + 1) // world * batch, len(starts))
         assert seen[r] == starts[lo:hi].tolist()
+        sizes = {min(b + batch, hi) - b for b in range(lo, hi, batch)}  # this process's batch row counts
+        assert warmed[r] == sorted(sizes, reverse=True)  # each shape once, before the first real batch
     expected = float(np.float32(table[1:]).astype(np.float64).sum())  # what a float32 scorer reports, in float64
     for res in results:
         assert res.val_tokens == n - 1 and res.val_bytes == n - 1

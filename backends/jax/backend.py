@@ -466,16 +466,33 @@ class JaxAdapter(JaxScorer):
         self.buf = jax.tree.map(jnp.zeros_like, self.params)
         self._step = _adapt_step(spec_name, config, precision, recipe)
 
-    def adapt(self, tokens: np.ndarray) -> None:
-        """``recipe.steps`` SGD steps on ``tokens`` int (n >= 2,) (already scored: the evaluator guarantees it)."""
+    def _device_rows(self, tokens: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """`adapt_rows` of ``tokens`` padded to the devices and placed: (rows int32 (R, T+1), weight float32 (R,))."""
         from golfbench.harness.adapt import adapt_rows
 
         rows = check_tokens(adapt_rows(tokens, self.seq_len), self.vocab_size)
         padded, n = self.place.pad_rows(rows)
         weight = (np.arange(len(padded)) < n).astype(np.float32)
-        device_rows, device_weight = self.place.put_rows(padded), self.place.put_rows(weight)
+        return self.place.put_rows(padded), self.place.put_rows(weight)
+
+    def adapt(self, tokens: np.ndarray) -> None:
+        """``recipe.steps`` SGD steps on ``tokens`` int (n >= 2,) (already scored: the evaluator guarantees it)."""
+        device_rows, device_weight = self._device_rows(tokens)
         for _ in range(self.recipe.steps):
             self.params, self.buf = self._step(self.params, self.buf, device_rows, device_weight)
+
+    def warm_adapt(self, lengths) -> None:
+        """Compile the update for adapt() on token arrays of each of ``lengths`` (ints >= 2): two steps on all-zero
+        tokens of that length (the second from the first's outputs, as adapt() chains them), results dropped, so
+        the weights and the momentum do not change (called by the evaluator before its clock starts)."""
+        shapes = set()
+        for n in lengths:
+            device_rows, device_weight = self._device_rows(np.zeros(int(n), dtype=np.int32))
+            if device_rows.shape in shapes:
+                continue
+            shapes.add(device_rows.shape)
+            out = self._step(self.params, self.buf, device_rows, device_weight)
+            jax.block_until_ready(self._step(*out, device_rows, device_weight))
 
     def reset(self) -> None:
         """Back to the weights it was built with; momentum buffer zeroed."""

@@ -4,9 +4,9 @@ A family is a torch module whose ``state_dict()`` is the canonical weight dict (
 ``forward(idx, targets)`` -> mean cross-entropy) plus its optimizer recipe. To add one (e.g. megalodon), write
 ``backends/torch/<name>.py`` and one loader + one FAMILIES entry below; everything else here is shared.
 
-CPU: fp32, deterministic (same seed + same batches -> bit-identical losses). CUDA: bf16 autocast, compiled
-model, SDPA flash attention. Under torchrun the model is wrapped in DDP and each rank trains on its rows of
-the global batch.
+CPU: fp32, deterministic (same seed + same batches -> bit-identical losses), eager unless ``GOLF_TORCH_COMPILE``
+says otherwise (`compiled`). CUDA: bf16 autocast, compiled model, SDPA flash attention. Under torchrun the model
+is wrapped in DDP and each rank trains on its rows of the global batch.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ def family(spec_name: str) -> Family:
 @dataclass
 class TorchState:
     """The opaque training state the harness holds for a torch run: the plain ``model`` (canonical state_dict),
-    ``train_model`` (compiled on CUDA and/or DDP-wrapped: what a step calls), the family's ``optimizers``, the
-    ``device``, this process's ``rank`` in a group of ``world`` and ``step``, the optimizer steps taken.
+    ``train_model`` (compiled where `compiled` says and/or DDP-wrapped: what a step calls), the family's
+    ``optimizers``, the ``device``, this process's ``rank`` in a group of ``world`` and ``step``, the optimizer
+    steps taken.
     """
 
     spec_name: str
@@ -207,6 +208,25 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
+COMPILE_ENV = "GOLF_TORCH_COMPILE"
+
+
+def compiled(fn: Callable, device: torch.device, **options) -> Callable:
+    """``fn`` under ``torch.compile(fn, backend=..., **options)`` where ``GOLF_TORCH_COMPILE`` asks for it, else ``fn``.
+
+    Unset: compiled on CUDA only (CPU runs stay eager and bit-reproducible); "0": never; "1": on any device
+    (inductor); another value: on any device with that torch.compile backend ("eager"/"aot_eager": dynamo traces
+    and recompiles as inductor would, without code generation). Raises GolfError for an unknown backend name.
+    """
+    mode = os.environ.get(COMPILE_ENV, "")
+    if mode == "0" or (mode == "" and device.type != "cuda"):
+        return fn
+    backend = "inductor" if mode in ("", "1") else mode
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise GolfError(f"{COMPILE_ENV}={mode} is no torch.compile backend: use 0, 1, eager, aot_eager or inductor")
+    return torch.compile(fn, backend=backend, **options)
+
+
 @contextlib.contextmanager
 def _autocast(device: torch.device, enabled: bool = True):
     if device.type != "cuda" or not enabled:
@@ -285,7 +305,7 @@ class TorchScorer:
         # 4,096 tokens (16 windows of 256) keep the (rows, T, V) logits in cache: llama/tiny scored ~25% faster
         # per window than at 8,192+ (bench/devloop.py); on GPUs bigger batches win.
         self.max_tokens = max_tokens or (1 << 16 if device.type == "cuda" else 1 << 12)
-        self._forward = torch.compile(model) if device.type == "cuda" else model
+        self._forward = compiled(model, device)
 
     def _logprobs(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), _score_autocast(self.device, self.amp):
@@ -426,16 +446,17 @@ class TorchBackend:
         device = _device()
         model = _build_model(spec_name, config, weights, device)
         # what a step calls: model + softcap + cross-entropy in one module, so the loss is in the compiled graph
-        train_model: Callable = SummedNLL(model)
-        compiled = device.type == "cuda"
-        if compiled:
-            train_model = torch.compile(train_model, dynamic=False)
+        wrapper = SummedNLL(model)
+        train_model: Callable = compiled(wrapper, device, dynamic=False)
+        is_compiled = train_model is not wrapper
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
         optimizers = fam.optimizers(model, config)
-        return TorchState(spec_name, dict(config), model, train_model, optimizers, device, fam, rank, world, compiled)
+        return TorchState(
+            spec_name, dict(config), model, train_model, optimizers, device, fam, rank, world, is_compiled
+        )
 
     def prepare_batch(self, state: TorchState, batch: np.ndarray) -> TorchBatch:
         """This rank's device tensors for the global ``batch`` int32 (B, T+1) (token ids already checked: a

@@ -14,6 +14,8 @@ keeps this rank's share of any state dict, so a checkpoint does not depend on th
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -38,17 +40,18 @@ def orthogonalize(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tenso
     return x.T if tall else x
 
 
-_compiled_orthogonalize = None
+_ORTHOGONALIZE: dict[tuple, object] = {}
 
 
 def _orthogonalize_fn(device: torch.device):
-    """Compiled on CUDA (a large share of the step time on GPUs); eager on CPU."""
-    global _compiled_orthogonalize
-    if device.type != "cuda":
-        return orthogonalize
-    if _compiled_orthogonalize is None:
-        _compiled_orthogonalize = torch.compile(orthogonalize)
-    return _compiled_orthogonalize
+    """Compiled where the backend compiles (a large share of the step time on GPUs; backend.compiled: CUDA, or any
+    device with GOLF_TORCH_COMPILE); eager on CPU otherwise. One compiled function per (device type, setting)."""
+    from golfbench.backends.torch.backend import COMPILE_ENV, compiled
+
+    key = (device.type, os.environ.get(COMPILE_ENV, ""))
+    if key not in _ORTHOGONALIZE:
+        _ORTHOGONALIZE[key] = compiled(orthogonalize, device)
+    return _ORTHOGONALIZE[key]
 
 
 def _world() -> tuple[int, int]:
