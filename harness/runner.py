@@ -567,6 +567,10 @@ def execute(spec: RunSpec, resume_dir: Path | None = None) -> dict:
         stream_start = int(h["stream_tokens"])
         if main:
             events.truncate_after(budget.steps)
+        # compile before the clock resumes, as a fresh run does; the backend puts the loaded state back exactly
+        state = backend.warmup(
+            state, _synthetic_batch(run.batch_seqs, run.seq_len, run.config["vocab_size"], spec.seed)
+        )
     else:
         state = backend.init(spec.model, run.config, spec.seed)
         synth = _synthetic_batch(run.batch_seqs, run.seq_len, run.config["vocab_size"], spec.seed)

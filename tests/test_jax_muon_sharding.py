@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent(
         losses = []
         for b in batches:
             state, m = BACKEND.train_step(state, b, 1.0)
-            losses.append(m["loss"])
+            losses.append(float(m["loss"]))
         return state, losses, BACKEND.export(state)
 
     sharded, losses_s, w_s = train(devices)

@@ -75,7 +75,15 @@ def test_backend_contract():
     dev = BACKEND.devices()
     assert dev["kind"] in ("cpu", "cuda") and dev["count"] >= 1 and len(dev["names"]) >= 1
     files = BACKEND.code_files("llama")
-    assert {f.name for f in files} == {"__init__.py", "backend.py", "launcher.py", "muon.py", "optim.py", "llama.py"}
+    assert {f.name for f in files} == {
+        "__init__.py",
+        "backend.py",
+        "launcher.py",
+        "muon.py",
+        "optim.py",
+        "step.py",
+        "llama.py",
+    }
     assert all(f.is_file() and f.stat().st_size > 0 for f in files)
     with pytest.raises(GolfError, match="no model 'nope'"):
         BACKEND.code_files("nope")

@@ -39,6 +39,7 @@ class SummedNLL(nn.Module):
         self.model = model
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """inputs, targets int64 (R, T) -> the summed NLL over targets != IGNORE_INDEX, fp32 scalar (nats)."""
         logits = self.model(inputs)
         return F.cross_entropy(
             logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
