@@ -455,7 +455,7 @@ class TorchBackend:
             train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
         optimizers = fam.optimizers(model, config)
         return TorchState(
-            spec_name, dict(config), model, train_model, optimizers, device, fam, rank, world, is_compiled
+            spec_name, dict(config), model, train_model, optimizers, device, fam, rank, world, compiled=is_compiled
         )
 
     def prepare_batch(self, state: TorchState, batch: np.ndarray) -> TorchBatch:
