@@ -244,6 +244,9 @@ class Run:
                 f" it implements {', '.join(sorted(plugin.implementations))}"
             )
         self.backend = get_backend(spec.backend)
+        # environment settings that change the numbers (torch: GOLF_TORCH_COMPILE): checked now, recorded in run.json
+        check = getattr(self.backend, "check_settings", None)
+        self.settings = check() if check else {}
         if spec.model not in self.backend.models():
             raise GolfError(
                 f"backend '{spec.backend}' does not implement model '{spec.model}' (it has: {', '.join(self.backend.models())})"
@@ -429,6 +432,7 @@ class Run:
                 "tokenizer_sha256": self.dataset.manifest["tokenizer_sha256"],
             },
             "versions": versions(),
+            "settings": self.settings,
             "git": git_info(),
             "hardware": hardware(self.backend.devices()),
             "spec": {k: v for k, v in asdict(self.spec).items() if k not in ("force",)},

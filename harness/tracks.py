@@ -205,9 +205,11 @@ class Budget:
         """What the budget measures, spent so far: seconds, tokens or FLOPs by ``kind``."""
         return {"seconds": self.seconds, "tokens": float(self.tokens), "flops": self.flops}[self.kind]
 
-    def progress(self) -> float:
-        """``spent / limit``, capped at 1.0."""
-        return min(self.spent() / self.limit, 1.0)
+    def progress(self, reserve: float = 0.0) -> float:
+        """``spent / (limit - reserve)``, capped at 1.0: with a ``reserve`` (seconds or FLOPs kept for work after the
+        loop, e.g. GPTQ calibration; ignored for tokens), the part of the budget the loop itself may use."""
+        usable = self.limit - (reserve if self.kind != "tokens" else 0.0)
+        return min(self.spent() / usable, 1.0) if usable > 0 else 1.0
 
     def charge(self, seconds: float, tokens: int, flops: float) -> None:
         """Record one step: ``seconds`` of training time, ``tokens`` trained on and ``flops`` (analytic model FLOPs)."""

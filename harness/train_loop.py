@@ -88,7 +88,8 @@ def train(
 
     def decide(rows: int) -> list[float]:  # process 0: does a step of `rows` start, and at which lr scale
         fits = rows > 0 and budget.fits(rows * seq, fpt * rows * seq, reserve)
-        return [1.0 if fits else 0.0, lr_scale(budget.progress(), warmdown)]
+        # the warm-down ends where the loop must stop (the reserve is for calibration after it)
+        return [1.0 if fits else 0.0, lr_scale(budget.progress(reserve), warmdown)]
 
     ran = 0
     with progress.bar(f"train {spec.model}/{spec.preset}@{spec.backend}", total=run.limit) as update:

@@ -111,6 +111,14 @@ def _budget_check(v: Verdict, result: dict, manifest: dict, events: list[dict]) 
     # The wallclock rule (tracks/wallclock-10min.toml): the last step must START inside the limit and may finish
     # after it; everything charged after it (calibration) must fit. Logs without step_seconds: the whole spend.
     started = spent - (float(last.get("step_seconds", 0.0)) if kind == "seconds" else 0.0)
+    if kind == "seconds" and "step_seconds" in last and len(steps) > 1:  # it started after the step before it ended
+        step_start = float(last["time"]) - float(last["step_seconds"])
+        v.check(
+            "step-seconds",
+            float(last["step_seconds"]) >= 0 and step_start >= float(steps[-2]["time"]) * (1 - 1e-9) - 1e-9,
+            f"the last step claims {float(last['step_seconds']):g} s, starting at {step_start:g} s, before the step"
+            f" logged before it ended ({float(steps[-2]['time']):g} s)",
+        )
     v.check(
         "budget",
         started <= limit * (1 + 1e-9),

@@ -107,6 +107,34 @@ def test_the_switch_compiles_torch_on_the_cpu_and_stays_eager_by_default(monkeyp
         compiled(fn, cpu)
 
 
+def test_a_bad_compile_setting_is_refused_before_anything_is_written_and_a_good_one_is_recorded(
+    small_ds, monkeypatch, tmp_path
+):
+    """`GOLF_TORCH_COMPILE` changes a run's numbers (round-off), so run.json records it; a value that is no
+    torch.compile backend is refused in the run's validation, before its directory exists."""
+    from golfbench.harness import runner
+    from golfbench.harness.errors import GolfError
+    from golfbench.harness.records import read_json
+
+    monkeypatch.setenv("GOLF_NO_PROGRESS", "1")
+    overrides = {"num_layers": 1, "seq_len": 64, "train_batch_tokens": 1_024}
+
+    def spec(run_id):
+        return runner.RunSpec(
+            "fixed-data", "dev", "torch", "llama", "tiny", data=str(small_ds.path), budget=1_024,
+            out=str(tmp_path / "runs"), run_id=run_id, eval_stride=64, val_points=0, overrides=overrides,
+        )  # fmt: skip
+
+    monkeypatch.setenv("GOLF_TORCH_COMPILE", "warp-speed")
+    with pytest.raises(GolfError, match="GOLF_TORCH_COMPILE=warp-speed is no torch.compile backend"):
+        runner.execute(spec("bad"))
+    assert not (tmp_path / "runs" / "fixed-data" / "dev" / "bad").exists()
+    monkeypatch.setenv("GOLF_TORCH_COMPILE", "0")
+    runner.execute(spec("off"))
+    manifest = read_json(tmp_path / "runs" / "fixed-data" / "dev" / "off" / "run.json", "run")
+    assert manifest["settings"] == {"GOLF_TORCH_COMPILE": "0"}
+
+
 def test_torch_scoring_compiles_nothing_inside_the_eval_clock(small_ds, torch_compiles):
     """The evaluator on its own (as the val curve calls it: no probes before it to compile anything): 46 windows
     in batches of 32 and 14; before this change both shapes compiled inside the clock."""

@@ -90,6 +90,11 @@ def test_budget_fits_charges_and_reports_progress():
     assert clock.last_step_seconds() == pytest.approx(0.54) and not clock.over()
     clock.charge(0.1, 1, 0)  # a step that started at 1.34 s, past the limit: over budget
     assert clock.over()
+    # with a reserve kept for work after the loop, progress (and so the lr warm-down) runs to limit - reserve
+    reserved = Budget("seconds", 10.0)
+    reserved.charge(4.0, 1, 0)
+    assert reserved.progress() == pytest.approx(0.4) and reserved.progress(reserve=2.0) == pytest.approx(0.5)
+    assert Budget("tokens", 10.0).progress(reserve=5.0) == 0.0
     exact = Budget("seconds", 1.0)
     exact.charge(1.0, 1, 0)
     assert not exact.fits(0, 0)  # at the limit exactly, nothing more starts
@@ -360,4 +365,11 @@ def test_wallclock_step_in_flight_may_finish_late_and_data_time_counts(run_loop,
     (d / "events.jsonl").write_text("\n".join(events) + "\n")
     verdict = verify_run(d, rescore=False)
     assert any(f.startswith("budget:") and "before the last step started" in f for f in verdict.failures), verdict
+    # ... and so is one whose last step claims to have started before the step before it ended (an inflated
+    # step_seconds hiding a step that started past the limit)
+    body["time"], body["step_seconds"] = 104.0, 104.0  # "it ran 104 s, from 0 s on": before step 1 ended
+    events[i] = json.dumps(body)
+    (d / "events.jsonl").write_text("\n".join(events) + "\n")
+    verdict = verify_run(d, rescore=False)
+    assert any(f.startswith("step-seconds:") for f in verdict.failures), verdict
     assert math.isfinite(last["loss"])

@@ -218,13 +218,20 @@ def compiled(fn: Callable, device: torch.device, **options) -> Callable:
     (inductor); another value: on any device with that torch.compile backend ("eager"/"aot_eager": dynamo traces
     and recompiles as inductor would, without code generation). Raises GolfError for an unknown backend name.
     """
-    mode = os.environ.get(COMPILE_ENV, "")
+    mode = compile_setting()
     if mode == "0" or (mode == "" and device.type != "cuda"):
         return fn
     backend = "inductor" if mode in ("", "1") else mode
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
-        raise GolfError(f"{COMPILE_ENV}={mode} is no torch.compile backend: use 0, 1, eager, aot_eager or inductor")
     return torch.compile(fn, backend=backend, **options)
+
+
+def compile_setting() -> str:
+    """``GOLF_TORCH_COMPILE`` as set ("" when unset), checked: GolfError for a value that is neither 0, 1 nor a
+    torch.compile backend name."""
+    mode = os.environ.get(COMPILE_ENV, "")
+    if mode not in ("", "0", "1") and mode not in torch._dynamo.list_backends(exclude_tags=()):
+        raise GolfError(f"{COMPILE_ENV}={mode} is no torch.compile backend: use 0, 1, eager, aot_eager or inductor")
+    return mode
 
 
 @contextlib.contextmanager
@@ -427,6 +434,12 @@ class TorchBackend:
         }
 
     # -- training ------------------------------------------------------------------------------------------
+
+    def check_settings(self) -> dict[str, str]:
+        """The environment settings that change a torch run's numbers, checked before anything is written:
+        {"GOLF_TORCH_COMPILE": value} when set. Raises GolfError for an unknown value (`compile_setting`)."""
+        mode = compile_setting()
+        return {COMPILE_ENV: mode} if mode else {}
 
     def collective(self):
         """The torchrun process group as a harness Collective (joined on first call), or SINGLE."""
