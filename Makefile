@@ -56,9 +56,11 @@ bench: setup data
 	$(BIN)/python bench/codecs.py --data $(DATA) --out bench/results/codecs.json
 	$(BIN)/python bench/devloop.py --data $(DATA) --out bench/results/devloop.json
 
-# the offline GPU-node bundle (README "Offline GPU nodes"): wheels (not torch/jax/CUDA), datasets, bench, scripts
+# the offline GPU-node bundle (README "Offline GPU nodes"): wheels (not torch/jax/CUDA), datasets, bench, scripts.
+# Replaces its own earlier output (a folder with bundle.json); `golf bundle` still refuses any other non-empty folder.
 bundle: setup data
-	$(BIN)/golf bundle $(BUNDLE)
+	test ! -f "$(BUNDLE)/bundle.json" || rm -rf "$(BUNDLE)"
+	$(BIN)/golf bundle "$(BUNDLE)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

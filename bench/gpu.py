@@ -3,7 +3,8 @@
 Measures (issue 7 goals on one H100/H200, issue 19 points 6-8):
 
 - llama/baseline@torch at 524,288 tokens per step: step time and MFU (analytic training FLOPs of the spec / the
-  bf16 dense peak of the detected device, PEAK_BF16 below; which one is recorded); goal MFU >= 35% and step time
+  bf16 dense peak of the detected part, PEAK_BF16 below, keyed by harness.hardware.part_name; which one is
+  recorded; an unknown part gets no MFU unless --peak-tflops); goal MFU >= 35% and step time
   <= parameter-golf's train_gpt.py at the same batch (pass --pg-step-ms);
 - tokens/s of every model (built-in and installed plugins, e.g. deltanet from examples/golf-deltanet) at its golf
   preset in every framework it is implemented in (goal: Megalodon-JAX >= 0.8 x Llama-torch);
@@ -19,6 +20,8 @@ still running is killed and recorded as ``timed_out``, the ones not started as `
 same. Everything measured is what `golf run` / `golf eval` execute (backend.warmup + train_step, the harness
 evaluator with the backend's scorer).
 
+Every flag is checked before anything is written (bench/gpu_args.py): a bad one is one line `error: ...`, exit 2.
+
 Usage: python bench/gpu.py --out bench/results/gpu-<device>.json [--pg-step-ms 43.5] [--budget-s 480]
        python bench/gpu.py --smoke --out /tmp/gpu.json        (tiny presets on the CPU: checks the script)
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import signal
@@ -38,23 +42,37 @@ from pathlib import Path
 
 import numpy as np
 
+from golfbench.harness.hardware import part_name
 from golfbench.harness.records import atomic_write_json, versions
 
-# bf16 dense peak FLOP/s per device, matched by substring of the device name (first match wins)
-PEAK_BF16 = (("H200", 989.4e12), ("H100", 989.4e12), ("A100", 312e12))
+# bf16 dense peak FLOP/s (no sparsity) per part, keyed by harness.hardware.part_name (the one device-name table)
+PEAK_BF16 = {
+    "H100-SXM": 989.4e12,
+    "H100-PCIe": 756e12,
+    "H100-NVL": 835e12,
+    "H200-SXM": 989.4e12,
+    "H200-NVL": 835e12,
+    "A100-SXM-80GB": 312e12,
+    "A100-SXM-40GB": 312e12,
+    "A100-PCIe-80GB": 312e12,
+    "A100-PCIe-40GB": 312e12,
+}
 FINEWEB_VAL_TOKENS = 62_021_632
 HEADLINE = "train:llama/baseline@torch"
 
 
 def peak_flops(device_name: str, override_tflops: float | None = None) -> tuple[float | None, str]:
-    """(bf16 peak FLOP/s, where it came from) for ``device_name``: ``override_tflops`` x 1e12 when given, else the
-    PEAK_BF16 entry whose key the name contains, else (None, "unknown device ...") and no MFU is computed."""
-    if override_tflops:
+    """(bf16 peak FLOP/s, where it came from) for ``device_name`` as the framework reports it: ``override_tflops``
+    x 1e12 when given (ValueError unless a finite number > 0), else PEAK_BF16[part_name(device_name)] ("table:
+    H100-PCIe"), else (None, "unknown part ...") and no MFU is computed."""
+    if override_tflops is not None:
+        if not (math.isfinite(override_tflops) and override_tflops > 0):
+            raise ValueError(f"--peak-tflops must be a finite number > 0, got {override_tflops}")
         return override_tflops * 1e12, "--peak-tflops"
-    for key, flops in PEAK_BF16:
-        if key in device_name:
-            return flops, f"table: {key}"
-    return None, f"unknown device {device_name!r} (no MFU; pass --peak-tflops)"
+    part = part_name(device_name)
+    if part in PEAK_BF16:
+        return PEAK_BF16[part], f"table: {part}"
+    return None, f"unknown part {part!r} (device {device_name!r}): no MFU; pass --peak-tflops"
 
 
 def _batches(vocab: int, rows: int, seq: int, n: int, seed: int = 0):
@@ -126,6 +144,7 @@ def train_speed(
         "step_ms": step * 1000,
         "tokens_per_s": rows * seq / step,
         "flops_per_step": flops,
+        "part": part_name(mem["device"]),
         "peak_bf16_flops": peak,
         "peak_source": peak_source,
         "mfu": flops / step / peak if peak else None,
@@ -227,7 +246,7 @@ def run_one(job: dict, args) -> dict:
 def _child_cmd(name: str, args, result: Path) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--result", str(result), "--out", args.out]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--eval-tokens", str(args.eval_tokens)]
-    if args.peak_tflops:
+    if args.peak_tflops is not None:
         cmd += ["--peak-tflops", str(args.peak_tflops)]
     return cmd + (["--smoke"] if args.smoke else [])
 
@@ -338,28 +357,28 @@ def child(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="the JSON written after every measurement")
-    ap.add_argument("--steps", type=int, default=10, help="timed training steps")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps, the compiling warm-up included")
-    ap.add_argument("--budget-s", type=float, default=480.0, help="stop cleanly after this many seconds")
-    ap.add_argument("--only", action="append", default=None, help="measure only this name (repeatable)")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: the device table)")
-    ap.add_argument("--pg-step-ms", type=float, default=None, help="parameter-golf train_gpt.py step, same GPU/batch")
-    ap.add_argument("--eval-tokens", type=int, default=1 << 20, help="synthetic val tokens to score (timed)")
+    from gpu_args import parser  # bench/ is sys.path[0] when this file runs as a script
+
+    ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny presets and batches: the script end to end on a CPU")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child: one measurement
     ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.smoke and args.eval_tokens == 1 << 20:
         args.eval_tokens = 4096
+    jobs = plan(args.smoke)
+    from golfbench.harness.models import get_spec
+
+    context = max(get_spec("llama").config(j["preset"])["seq_len"] for j in jobs if j["kind"] == "eval")
+    if args.eval_tokens <= context:
+        ap.error(f"argument --eval-tokens: {args.eval_tokens} tokens do not fill one {context}-token eval window:"
+                 f" give at least {context + 1}")  # fmt: skip
     if args.one:
         return child(args)
-    jobs = plan(args.smoke)
     if args.only:
         unknown = sorted(set(args.only) - {j["name"] for j in jobs})
         if unknown:
-            raise SystemExit(f"error: unknown --only {unknown}: choose from {[j['name'] for j in jobs]}")
+            ap.error(f"unknown --only {unknown}: choose from {[j['name'] for j in jobs]}")
         jobs = [j for j in jobs if j["name"] in args.only]
     out = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -367,6 +386,8 @@ def main() -> None:
         "budget_s": args.budget_s,
         "smoke": args.smoke,
         "peak_bf16_table": dict(PEAK_BF16),
+        "peak_bf16_rule": "keyed by golfbench.harness.hardware.part_name; an unknown part records peak_bf16_flops"
+        " and mfu None unless --peak-tflops is given",
     }
     out = measure_all(args, jobs, out)
     print(json.dumps(out["goals"]))

