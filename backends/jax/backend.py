@@ -164,8 +164,9 @@ class JaxCollective:
 
     def step_sync(self, control: np.ndarray, loss) -> tuple[np.ndarray, float]:
         """Process 0's ``control`` float64 (k,) on every process (one broadcast) and the step's loss. The jitted
-        step already made the loss global (replicated over the mesh), so it does not travel: its read returns
-        at once, because the broadcast, queued after the step on the same devices, already waited for it."""
+        step already made the loss global (replicated over the mesh), so it does not travel; it is read on this
+        process after the broadcast (on a CPU this is two host waits per step, not one: the loss read and the
+        broadcast's result; a single JAX process, the usual GPU layout, has only the loss read)."""
         values = self.broadcast(control)
         return values, float(loss)
 
