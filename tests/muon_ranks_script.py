@@ -68,7 +68,7 @@ def main(out: Path, load_tag: str | None) -> None:
         losses = []
         for step in range(STEPS):
             state, m = BACKEND.train_step(state, batches[step], 1.0)
-            losses.append(m["loss"])
+            losses.append(float(m["loss"]))
             if step + 1 == CUT:
                 BACKEND.save_checkpoint(state, ckpt)
                 held_at_cut = held(state)
@@ -78,7 +78,7 @@ def main(out: Path, load_tag: str | None) -> None:
         entry["resumed_losses"] = []
         for step in range(CUT, STEPS):
             resumed, m = BACKEND.train_step(resumed, batches[step], 1.0)
-            entry["resumed_losses"].append(m["loss"])
+            entry["resumed_losses"].append(float(m["loss"]))
         entry["resumed_weights"] = weights_sha(resumed)
         if rank == 0:
             momenta = file_momenta(ckpt)
