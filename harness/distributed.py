@@ -130,16 +130,17 @@ def check_world(world_size: int, batch_rows: int, devices_per_process: int = 1) 
         )
 
 
-def pad_rows(batch: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    """Append zero rows so the row count divides by ``multiple``.
+def pad_rows(batch: np.ndarray, multiple: int, rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Append zero rows so the row count is at least ``rows`` and divides by ``multiple``.
 
     batch: int32 (B, T+1). Returns (padded int32 (B', T+1), row_weight float32 (B',)) with B' the least
-    multiple of ``multiple`` >= B; weight 1 for real rows, 0 for padding. Both backends train on the
+    multiple of ``multiple`` >= max(B, rows); weight 1 for real rows, 0 for padding. Both backends train on the
     weighted mean over real rows, so padding never changes a loss or a gradient.
     """
     batch = np.ascontiguousarray(batch)
     n = batch.shape[0]
-    extra = (-n) % max(1, multiple)
+    target = max(n, int(rows))
+    extra = target - n + (-target) % max(1, multiple)
     if extra:
         batch = np.concatenate([batch, np.zeros((extra, *batch.shape[1:]), batch.dtype)])
     weight = (np.arange(batch.shape[0]) < n).astype(np.float32)

@@ -90,22 +90,12 @@ def prepare_batch(state, batch: np.ndarray) -> TorchBatch:
     real = int(batch.shape[0])
     state.batch_rows = max(state.batch_rows, real)
     full = state.batch_rows if state.compiled else real
-    padded, weight = pad_rows(batch, state.world) if full == real else _pad_to(batch, full, state.world)
+    padded, weight = pad_rows(batch, state.world, rows=full)
     per = padded.shape[0] // state.world
     mine = slice(state.rank * per, (state.rank + 1) * per)
     tokens = _to_device(np.ascontiguousarray(padded[mine], dtype=np.int64), state.device)
     keep = _to_device(np.ascontiguousarray(weight[mine] > 0), state.device)
     return TorchBatch(tokens, keep, real)
-
-
-def _pad_to(batch: np.ndarray, rows: int, world: int) -> tuple[np.ndarray, np.ndarray]:
-    """``batch`` (B, T+1) with zero rows appended up to ``rows`` rows, then padded for ``world`` (pad_rows); the
-    weights mark only the B real rows."""
-    filled = np.zeros((rows, batch.shape[1]), dtype=batch.dtype)
-    filled[: batch.shape[0]] = batch
-    padded, _ = pad_rows(filled, world)
-    weight = (np.arange(padded.shape[0]) < batch.shape[0]).astype(np.float32)
-    return padded, weight
 
 
 def micro_rows(state, shape) -> int:
